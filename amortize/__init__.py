@@ -1,0 +1,39 @@
+"""amortize: NumPyro programs in, amortized posteriors out.
+
+Write a generative model as a plain NumPyro program; :func:`compile` derives
+how its posterior factorizes over plates, builds summary networks and
+normalizing flows, and :meth:`Amortizer.fit` trains them on simulations from
+the program. Afterwards :meth:`Amortizer.sample` returns the posterior of any
+data set in milliseconds as an ArviZ ``DataTree`` (InferenceData schema).
+"""
+
+__version__ = "0.1.0"
+
+from amortize.amortizer import Amortizer, compile  # noqa: E402
+from amortize.build import NetworkConfig  # noqa: E402
+from amortize.errors import (  # noqa: E402
+    AmortizationGapWarning,
+    AmortizeError,
+    AmortizerFileError,
+    DataError,
+    ModelError,
+    TrainingError,
+)
+from amortize.persist import load  # noqa: E402
+from amortize.train import TrainConfig  # noqa: E402
+from amortize import models  # noqa: E402
+
+__all__ = [
+    "Amortizer",
+    "AmortizationGapWarning",
+    "AmortizeError",
+    "AmortizerFileError",
+    "DataError",
+    "ModelError",
+    "NetworkConfig",
+    "TrainConfig",
+    "TrainingError",
+    "compile",
+    "load",
+    "models",
+]

@@ -1,0 +1,247 @@
+"""The ``Amortizer`` facade: compile, fit, sample, save, load.
+
+Everything stochastic takes an explicit seed; the pure pieces live in
+:mod:`amortize.train`, :mod:`amortize.infer` and :mod:`amortize.convert`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+
+from amortize import __version__
+from amortize.build import AmortizerNetwork, NetworkConfig, network_spec
+from amortize.convert import to_datatree
+from amortize.data import prepare_data
+from amortize.errors import AmortizeError, DataError
+from amortize.graph import Factorization, ModelGraph, build_graph, factorize
+from amortize.infer import gather_instances, make_sampler
+from amortize.train import TrainConfig, fit_network, set_standardization, simulate_in_chunks
+
+__all__ = ["Amortizer", "compile"]
+
+
+class Amortizer:
+    """A compiled program with its networks: fit it once, then sample in milliseconds.
+
+    Create one with :func:`amortize.compile` or :func:`amortize.load`.
+
+    Attributes
+    ----------
+    graph : ModelGraph
+        Sites, plates and parents of the program.
+    factorization : Factorization
+        The posterior factorization; ``print`` it to read it.
+    network_config : NetworkConfig
+    history : dict or None
+        Training history of the last :meth:`fit` (``None`` before training).
+    """
+
+    def __init__(self, graph: ModelGraph, factorization: Factorization,
+                 network_config: NetworkConfig | None = None):
+        self.graph = graph
+        self.factorization = factorization
+        self.network_config = network_config or NetworkConfig()
+        self.spec = network_spec(graph, factorization, self.network_config)
+        self.network: AmortizerNetwork | None = None
+        self.history: dict | None = None
+        self._sampler = None
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{p}: {r.size_range}" for p, r in self.graph.plates.items())
+        status = "trained" if self.network is not None else "untrained"
+        return f"Amortizer({self.factorization}; sizes {{{sizes}}}; {status})"
+
+    @property
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        """Training range of every plate."""
+        return {p: r.size_range for p, r in self.graph.plates.items()}
+
+    def init(self, seed: int = 0, pilot_size: int = 1024) -> "Amortizer":
+        """Create fresh networks and set their standardization from pilot simulations.
+
+        :meth:`fit` calls this on an untrained amortizer; call it yourself to
+        start over.
+        """
+        key = jax.random.key(seed)
+        init_key, pilot_key = jax.random.split(key)
+        net = AmortizerNetwork(self.spec, rngs=nnx.Rngs(params=init_key))
+        pilot = simulate_in_chunks(pilot_key, self.graph, self.factorization, pilot_size)
+        if not pilot.valid.any():
+            raise AmortizeError(
+                "None of the pilot simulations were finite: the program produces NaN or inf "
+                "under its priors. Check the priors of every latent site."
+            )
+        set_standardization(net, self.spec, pilot)
+        self.network = net
+        self._sampler = None
+        return self
+
+    def fit(self, steps: int = 5000, batch_size: int = 64, seed: int = 0, *,
+            config: TrainConfig | None = None, simulation_budget: int | None = None,
+            progress: bool = True) -> dict:
+        """Train on simulations from the program.
+
+        Parameters
+        ----------
+        steps : int
+            Optimizer steps.
+        batch_size : int
+            Simulated data sets per step.
+        seed : int
+            Seeds network initialization (first fit only), simulations and validation.
+        config : TrainConfig, optional
+            Optimizer, schedule, clipping, validation; defaults are Adam with
+            warm-up and cosine decay, clipping at global norm 1.
+        simulation_budget : int, optional
+            Simulate this many data sets once and train on them for
+            ``steps * batch_size / simulation_budget`` epochs, instead of fresh
+            simulations at every step (online training, the default).
+        progress : bool
+            Show a progress bar with the training and validation loss.
+
+        Returns
+        -------
+        dict
+            Training history (see :func:`amortize.train.fit_network`); also
+            kept as ``self.history``.
+        """
+        if steps < 1 or batch_size < 1:
+            raise ValueError(f"steps and batch_size must be positive; got steps={steps}, batch_size={batch_size}.")
+        config = config or TrainConfig()
+        if self.network is None:
+            self.init(seed, config.pilot_size)
+        key = jax.random.fold_in(jax.random.key(seed), 1)
+        self.history = fit_network(
+            self.network, self.spec, self.graph, self.factorization, key=key, steps=steps,
+            batch_size=batch_size, config=config, simulation_budget=simulation_budget,
+            progress=progress)
+        self._sampler = None
+        return self.history
+
+    def _require_trained(self):
+        if self.network is None:
+            raise AmortizeError("This amortizer is not trained yet; call `amortizer.fit(...)` first.")
+
+    def draws(self, data: Mapping[str, Any], num_samples: int = 1000, seed: int = 0, *,
+              index: Mapping[str, Any] | None = None, coords: Mapping[str, Any] | None = None):
+        """Posterior draws as NumPy arrays, without building a DataTree.
+
+        Returns
+        -------
+        draws : dict of site → ``(num_samples, [n_instances], *event)``
+        prepared : PreparedData
+            The padded data, labels and instance order.
+        """
+        self._require_trained()
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be positive; got {num_samples}.")
+        prepared = prepare_data(self.graph, data, index=index, coords=coords,
+                                pad_to=self.graph.max_sizes())
+        if self._sampler is None:
+            self._sampler = make_sampler(self.network, self.spec, self.graph, self.factorization)
+        raw = self._sampler(jax.random.key(seed), prepared.data, prepared.masks, int(num_samples))
+        return gather_instances(raw, prepared, self.graph), prepared
+
+    def sample(self, data: Mapping[str, Any], num_samples: int = 1000, seed: int = 0, *,
+               index: Mapping[str, Any] | None = None, coords: Mapping[str, Any] | None = None,
+               num_chains: int = 4):
+        """Posterior draws for one data set, as an ArviZ DataTree.
+
+        Parameters
+        ----------
+        data : mapping of site → values
+            Every data site, as a rectangular array ``(*plates, *event)``,
+            nested per-group lists of arrays, or long-format rows (with ``index``).
+        num_samples : int
+            Total number of draws (split evenly into ``num_chains`` chains).
+        seed : int
+        index : mapping of plate → labels, optional
+            Long format: one label per row for every enclosing plate; the labels
+            become the plate's coordinates.
+        coords : mapping of plate → labels, optional
+            Labels for the instances of a plate (rectangular or ragged data).
+        num_chains : int
+            The draws are independent; splitting them into chains lets ArviZ's
+            R-hat and ESS work as usual.
+
+        Returns
+        -------
+        xarray.DataTree
+            ``posterior`` with dims ``(chain, draw, <plate>, ...)`` and
+            ``observed_data``.
+
+        Raises
+        ------
+        DataError
+            Unknown or missing data site, wrong shape, NaN or inf.
+
+        Warns
+        -----
+        AmortizationGapWarning
+            A plate's size is outside the trained range.
+        """
+        if num_chains < 1 or num_samples % num_chains:
+            raise DataError(
+                f"num_samples={num_samples} must be a positive multiple of num_chains={num_chains}."
+            )
+        draws, prepared = self.draws(data, num_samples, seed, index=index, coords=coords)
+        return to_datatree(draws, prepared, self.graph, num_chains=num_chains,
+                           attrs={"inference_library_version": __version__})
+
+    def save(self, path) -> None:
+        """Write the trained amortizer to ``path`` (one file; see :func:`amortize.load`)."""
+        from amortize.persist import save_amortizer
+
+        self._require_trained()
+        save_amortizer(self, path)
+
+
+def compile(model: Callable, data: Sequence[str], sizes: Mapping[str, Any], *,
+            network: NetworkConfig | None = None) -> Amortizer:
+    """Compile a NumPyro program into an (untrained) amortizer.
+
+    Parameters
+    ----------
+    model : callable
+        A NumPyro program. The size of plate ``P`` must be its argument ``n_P``;
+        every other argument needs a default (data sites: ``y=None``, ``obs=y``).
+    data : sequence of str
+        The observed sites.
+    sizes : mapping of plate → (min, max)
+        Training range of each plate's size (per enclosing instance for
+        nested plates). At inference the sizes come from the data.
+    network : NetworkConfig, optional
+        Network kinds and sizes.
+
+    Returns
+    -------
+    Amortizer
+
+    Raises
+    ------
+    ModelError
+        A program that breaks the plate-size convention, a discrete latent, a
+        site coupling the instances of a plate, an unknown data site, ...
+
+    Examples
+    --------
+    >>> import numpyro, numpyro.distributions as dist
+    >>> import amortize as am
+    >>> def model(n_group, n_obs, y=None):
+    ...     mu = numpyro.sample("mu", dist.Normal(0, 1))
+    ...     tau = numpyro.sample("tau", dist.HalfNormal(1))
+    ...     sigma = numpyro.sample("sigma", dist.HalfNormal(1))
+    ...     with numpyro.plate("group", n_group, dim=-2):
+    ...         theta = numpyro.sample("theta", dist.Normal(mu, tau))
+    ...         with numpyro.plate("obs", n_obs, dim=-1):
+    ...             numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+    >>> amortizer = am.compile(model, data=["y"], sizes={"group": (2, 50), "obs": (1, 30)})
+    >>> print(amortizer.factorization)
+    p(mu, tau, sigma | y) · Π_group p(theta | mu, tau, sigma, y[group])
+    """
+    graph = build_graph(model, data, sizes)
+    return Amortizer(graph, factorize(graph), network)

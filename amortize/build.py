@@ -1,0 +1,301 @@
+"""Factorization → networks: one summary network per level, one flow per factor.
+
+The assembled :class:`AmortizerNetwork` is an ``nnx.Module``; the functions
+:func:`embed`, :func:`log_prob` and :func:`sample_latents` are pure functions of
+the network, its static :class:`NetworkSpec` and arrays, so the training step
+and the sampler can be jitted at the boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from amortize.graph import Factorization, ModelGraph
+from amortize.networks import MLP, ConditionalFlow, LevelSummary
+from amortize.networks.mlp import ACTIVATIONS
+from amortize.simulate import factor_dim
+
+__all__ = [
+    "NetworkConfig",
+    "NetworkSpec",
+    "AmortizerNetwork",
+    "Standardization",
+    "network_spec",
+    "embed",
+    "log_prob",
+    "sample_latents",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig:
+    """Sizes and kinds of the networks (defaults suit most models on a CPU).
+
+    Parameters
+    ----------
+    summary : {"deepset", "set_transformer"}
+        Pooling over the instances of each plate.
+    summary_width : int
+        Hidden width of the summary networks.
+    summary_depth : int
+        Hidden layers of each summary MLP.
+    embed_dim : int
+        Width of an instance embedding (the data summary a local factor sees).
+    pooled_dim : int
+        Width of a plate's pooled summary, handed to the enclosing level.
+    attention_heads : int
+        Heads of the set transformer.
+    flow : {"spline", "affine"}
+        Element-wise bijector of the coupling layers.
+    flow_layers : int
+        Coupling layers per flow.
+    flow_hidden : int
+        Hidden width of each coupling conditioner.
+    flow_depth : int
+        Hidden layers of each conditioner after the context projection (0 is
+        fastest: one hidden layer in all, shared with the context projection).
+    spline_bins : int
+    spline_bound : float
+        Splines act on [-bound, bound] in standardized units (linear outside).
+    activation : {"gelu", "silu", "relu", "tanh"}
+    """
+
+    summary: str = "deepset"
+    summary_width: int = 64
+    summary_depth: int = 2
+    embed_dim: int = 32
+    pooled_dim: int = 32
+    attention_heads: int = 4
+    flow: str = "spline"
+    flow_layers: int = 4
+    flow_hidden: int = 64
+    flow_depth: int = 1
+    spline_bins: int = 8
+    spline_bound: float = 5.0
+    activation: str = "silu"
+
+    def __post_init__(self):
+        if self.summary not in ("deepset", "set_transformer"):
+            raise ValueError(f"NetworkConfig.summary={self.summary!r}; use 'deepset' or 'set_transformer'.")
+        if self.flow not in ("spline", "affine"):
+            raise ValueError(f"NetworkConfig.flow={self.flow!r}; use 'spline' or 'affine'.")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"NetworkConfig.activation={self.activation!r}; use one of {sorted(ACTIVATIONS)}.")
+        for name in ("summary_width", "summary_depth", "embed_dim", "pooled_dim",
+                     "attention_heads", "flow_layers", "flow_hidden", "spline_bins"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"NetworkConfig.{name} must be a positive integer; got {getattr(self, name)}.")
+        if self.summary == "set_transformer" and self.summary_width % self.attention_heads:
+            raise ValueError(
+                f"NetworkConfig.summary_width={self.summary_width} must be divisible by "
+                f"attention_heads={self.attention_heads}."
+            )
+        if self.flow_depth < 0:
+            raise ValueError(f"NetworkConfig.flow_depth must be >= 0; got {self.flow_depth}.")
+        if self.spline_bound <= 0:
+            raise ValueError(f"NetworkConfig.spline_bound must be positive; got {self.spline_bound}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LevelSpec:
+    name: str
+    path: tuple[str, ...]
+    data: tuple[tuple[str, int], ...]  # (site, features)
+    children: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FactorSpec:
+    name: str
+    level: str | None
+    path: tuple[str, ...]
+    dim: int
+    parent_factors: tuple[tuple[str, int], ...]  # (factor, dim), outermost first
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Static, hashable structure the pure network functions need."""
+
+    levels: tuple[LevelSpec, ...]  # parents before children
+    root_data: tuple[tuple[str, int], ...]
+    top_plates: tuple[str, ...]
+    factors: tuple[FactorSpec, ...]  # ancestral order
+    config: NetworkConfig
+
+
+def network_spec(graph: ModelGraph, factorization: Factorization, config: NetworkConfig) -> NetworkSpec:
+    """Read off the structure of the networks from the factorization."""
+    def data_at(level):
+        return tuple((n, graph.sites[n].event_size) for n in graph.sites_at(level, "data"))
+
+    levels = tuple(
+        LevelSpec(name, plate.path, data_at(name), graph.children(name))
+        for name, plate in graph.plates.items()
+    )
+    dims = {f.name: factor_dim(f, graph) for f in factorization}
+    factors = tuple(
+        FactorSpec(f.name, f.level, f.path, dims[f.name], tuple((p, dims[p]) for p in f.parent_factors))
+        for f in factorization
+    )
+    return NetworkSpec(levels, data_at(None), graph.children(None), factors, config)
+
+
+class Standardization(nnx.Variable):
+    """Fixed location/scale of an input or target (set before training, never optimized)."""
+
+
+class AmortizerNetwork(nnx.Module):
+    """All networks of one compiled program.
+
+    Attributes
+    ----------
+    summaries : dict of plate → LevelSummary
+    root : MLP
+        Encodes the global data and the pooled top-level summaries into the
+        embedding the global factor conditions on.
+    flows : dict of factor → ConditionalFlow
+    data_loc, data_scale : per data site, ``(features,)`` standardization.
+    latent_loc, latent_scale : per factor, ``(dim,)`` standardization of the
+        unconstrained targets.
+    """
+
+    def __init__(self, spec: NetworkSpec, *, rngs: nnx.Rngs):
+        c = spec.config
+        common = dict(activation=c.activation, rngs=rngs)
+        summaries = {}
+        for level in spec.levels:
+            in_features = sum(f for _, f in level.data) + c.pooled_dim * len(level.children)
+            summaries[level.name] = LevelSummary(
+                in_features, embed_dim=c.embed_dim, out_dim=c.pooled_dim, width=c.summary_width,
+                depth=c.summary_depth, kind=c.summary, heads=c.attention_heads, **common)
+        self.summaries = nnx.Dict(summaries)
+        root_in = sum(f for _, f in spec.root_data) + c.pooled_dim * len(spec.top_plates)
+        self.root = MLP((max(root_in, 1), *(c.summary_width,) * c.summary_depth, c.embed_dim), **common)
+        flows = {}
+        for factor in spec.factors:
+            context_dims = (c.embed_dim, *(d for _, d in factor.parent_factors))
+            flows[factor.name] = ConditionalFlow(
+                factor.dim, context_dims, layers=c.flow_layers, hidden=c.flow_hidden, depth=c.flow_depth, kind=c.flow,
+                bins=c.spline_bins, bound=c.spline_bound, **common)
+        self.flows = nnx.Dict(flows)
+        sites = dict(spec.root_data) | {n: f for lv in spec.levels for n, f in lv.data}
+        self.data_loc = nnx.Dict({n: Standardization(jnp.zeros(f)) for n, f in sites.items()})
+        self.data_scale = nnx.Dict({n: Standardization(jnp.ones(f)) for n, f in sites.items()})
+        self.latent_loc = nnx.Dict({f.name: Standardization(jnp.zeros(f.dim)) for f in spec.factors})
+        self.latent_scale = nnx.Dict({f.name: Standardization(jnp.ones(f.dim)) for f in spec.factors})
+
+
+def _standardized_data(net: AmortizerNetwork, name: str, value: jax.Array) -> jax.Array:
+    return (value - net.data_loc[name][...]) / net.data_scale[name][...]
+
+
+def embed(net: AmortizerNetwork, spec: NetworkSpec, data: dict, masks: dict) -> dict[str, jax.Array]:
+    """Data → embeddings, innermost levels first.
+
+    Parameters
+    ----------
+    data : dict of site → ``(B, *plates, features)``
+    masks : dict of plate → ``(B, *plates)``
+
+    Returns
+    -------
+    dict
+        ``"global"`` → ``(B, embed_dim)`` and, per plate, instance embeddings
+        ``(B, *plates, embed_dim)``.
+    """
+    embeddings, pooled = {}, {}
+    batch = next(iter(masks.values())).shape[0] if masks else next(iter(data.values())).shape[0]
+    for level in reversed(spec.levels):
+        parts = [_standardized_data(net, n, data[n]) for n, _ in level.data]
+        parts += [pooled[child] for child in level.children]
+        shape = masks[level.name].shape
+        inputs = jnp.concatenate(parts, axis=-1) if parts else jnp.zeros(shape + (0,))
+        embeddings[level.name] = net.summaries[level.name].embed(inputs)
+        pooled[level.name] = net.summaries[level.name].pool(embeddings[level.name], masks[level.name])
+    parts = [_standardized_data(net, n, data[n]) for n, _ in spec.root_data]
+    parts += [pooled[p] for p in spec.top_plates]
+    inputs = jnp.concatenate(parts, axis=-1) if parts else jnp.ones((batch, 1))
+    embeddings["global"] = net.root(inputs)
+    return embeddings
+
+
+def _context(embedding: jax.Array, factor: FactorSpec, values: dict, spec: NetworkSpec) -> list:
+    """A factor's context parts: its level's embedding and each conditioning factor's latents.
+
+    ``embedding`` is ``(*lead, *plates, embed_dim)``; each parent factor's
+    standardized value is ``(*lead, *its_plates, dim)`` and gets singleton
+    axes for the plates below it, so the parts broadcast against each other.
+    """
+    parts = [embedding]
+    paths = {f.name: f.path for f in spec.factors}
+    for parent, _ in factor.parent_factors:
+        value = values[parent]
+        extra = len(factor.path) - len(paths[parent])
+        parts.append(value.reshape(value.shape[:-1] + (1,) * extra + value.shape[-1:]))
+    return parts
+
+
+def _instance_mask(masks: dict, factor: FactorSpec, batch: int) -> jax.Array:
+    return masks[factor.level] if factor.level else jnp.ones((batch,), bool)
+
+
+def log_prob(net: AmortizerNetwork, spec: NetworkSpec, latents: dict, data: dict,
+             masks: dict) -> dict[str, jax.Array]:
+    """log q of the simulated latents, per factor, summed over instances.
+
+    Parameters
+    ----------
+    latents : dict of factor → unconstrained ``(B, *plates, dim)``
+    data, masks : as in :func:`embed`.
+
+    Returns
+    -------
+    dict of factor → ``(B,)``
+        Log density in standardized coordinates (the standardization's constant
+        Jacobian is left out; it does not change the gradients).
+    """
+    embeddings = embed(net, spec, data, masks)
+    standardized = {
+        f.name: (latents[f.name] - net.latent_loc[f.name][...]) / net.latent_scale[f.name][...]
+        for f in spec.factors
+    }
+    out = {}
+    for factor in spec.factors:
+        flow = net.flows[factor.name]
+        context = _context(embeddings[factor.level or "global"], factor, standardized, spec)
+        lp = flow.log_prob(standardized[factor.name], flow.project_context(context))
+        mask = _instance_mask(masks, factor, lp.shape[0])
+        out[factor.name] = jnp.sum(jnp.where(mask, lp, 0.0).reshape(lp.shape[0], -1), axis=1)
+    return out
+
+
+def sample_latents(net: AmortizerNetwork, spec: NetworkSpec, key: jax.Array, data: dict,
+                   masks: dict, num_samples: int) -> dict[str, jax.Array]:
+    """Ancestral pass through the factors.
+
+    Returns
+    -------
+    dict of factor → unconstrained draws ``(B, num_samples, *plates, dim)``
+        (padded instances are drawn too; callers drop them by mask).
+    """
+    embeddings = embed(net, spec, data, masks)
+    keys = jax.random.split(key, len(spec.factors))
+    standardized = {}
+    out = {}
+    for k, factor in zip(keys, spec.factors):
+        flow = net.flows[factor.name]
+        emb = embeddings[factor.level or "global"][:, None]  # (B, 1, *plates, E): shared by draws
+        projected = flow.project_context(_context(emb, factor, standardized, spec))
+        shape = (emb.shape[0], num_samples) + emb.shape[2:-1] + projected.shape[-2:]
+        draw = flow.sample(k, jnp.broadcast_to(projected, shape))
+        standardized[factor.name] = draw
+        out[factor.name] = draw * net.latent_scale[factor.name][...] + net.latent_loc[factor.name][...]
+    return out

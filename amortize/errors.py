@@ -1,0 +1,38 @@
+"""Exceptions and warnings raised by amortize.
+
+Every error raised on user input is a subclass of :class:`AmortizeError`, and
+its message names the site or plate involved, what was found, and the fix.
+"""
+
+__all__ = [
+    "AmortizeError",
+    "ModelError",
+    "DataError",
+    "TrainingError",
+    "AmortizerFileError",
+    "AmortizationGapWarning",
+]
+
+
+class AmortizeError(Exception):
+    """Base class of every error amortize raises on user input."""
+
+
+class ModelError(AmortizeError, ValueError):
+    """The program, or the arguments to :func:`amortize.compile`, cannot be amortized as written."""
+
+
+class DataError(AmortizeError, ValueError):
+    """Data passed to :meth:`Amortizer.sample` does not fit the compiled program."""
+
+
+class TrainingError(AmortizeError, RuntimeError):
+    """Training cannot go on (for example, the loss stays non-finite)."""
+
+
+class AmortizerFileError(AmortizeError, OSError):
+    """A saved amortizer is missing, corrupted, or does not match the program."""
+
+
+class AmortizationGapWarning(UserWarning):
+    """Inference is asked outside the range the networks were trained on."""

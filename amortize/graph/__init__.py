@@ -1,0 +1,5 @@
+"""The model graph and its posterior factorization."""
+from amortize.graph.factorize import Factor, Factorization, factorize
+from amortize.graph.model_graph import ModelGraph, Plate, Site, build_graph
+
+__all__ = ["Factor", "Factorization", "ModelGraph", "Plate", "Site", "build_graph", "factorize"]

@@ -1,0 +1,122 @@
+"""Posterior factorization over levels (Habermann et al. 2024, eq. 5).
+
+For a program whose plates nest as a tree, given the latents of every
+enclosing level, the instances of a plate are conditionally independent and
+each depends only on the data inside it. Hence
+
+    p(latents | data) = p(global | all data)
+                        · Π_level Π_instance p(level latents | enclosing latents, data[instance]).
+
+Latents with the same plate path form one factor; factors come in ancestral
+order (a factor's conditioners are all sampled before it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amortize.graph.model_graph import ModelGraph
+
+__all__ = ["Factor", "Factorization", "factorize"]
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One factor of the posterior.
+
+    Attributes
+    ----------
+    name : str
+        ``"global"`` or the plate name.
+    level : str or None
+        Plate of the factor's targets (None: global).
+    path : tuple of str
+        Plates from the outermost down to ``level``.
+    targets : tuple of str
+        Latent sites inferred jointly by this factor's flow.
+    conditioners : tuple of str
+        Latents of the enclosing levels, sampled earlier in the ancestral pass.
+    parent_factors : tuple of str
+        Names of the factors that own ``conditioners``, outermost first.
+    data_scope : tuple of str
+        Data sites summarized for each instance (those inside ``level``).
+    """
+
+    name: str
+    level: str | None
+    path: tuple[str, ...]
+    targets: tuple[str, ...]
+    conditioners: tuple[str, ...]
+    parent_factors: tuple[str, ...]
+    data_scope: tuple[str, ...]
+
+    def __str__(self) -> str:
+        scope = ", ".join(
+            f"{d}[{', '.join(self.path)}]" if self.path else d for d in self.data_scope
+        )
+        given = ", ".join(list(self.conditioners) + ([scope] if scope else []))
+        body = f"p({', '.join(self.targets)} | {given})" if given else f"p({', '.join(self.targets)})"
+        return "".join(f"Π_{p} " for p in self.path) + body
+
+
+@dataclass(frozen=True)
+class Factorization:
+    """The ordered factors of a program's posterior.
+
+    ``str(factorization)`` reads like the math, e.g.
+    ``p(mu, tau, sigma | y) · Π_group p(theta | mu, tau, sigma, y[group])``.
+    """
+
+    factors: tuple[Factor, ...]
+
+    def __str__(self) -> str:
+        return " · ".join(str(f) for f in self.factors)
+
+    def __repr__(self) -> str:
+        return f"Factorization({self})"
+
+    def __iter__(self):
+        return iter(self.factors)
+
+    def __len__(self) -> int:
+        return len(self.factors)
+
+    def __getitem__(self, name: str) -> Factor:
+        for factor in self.factors:
+            if factor.name == name:
+                return factor
+        raise KeyError(name)
+
+
+def factorize(graph: ModelGraph) -> Factorization:
+    """Derive the posterior factorization of ``graph``, ancestral order first."""
+    factors: list[Factor] = []
+    levels: list[str | None] = [None] + list(graph.plates)
+    for level in levels:
+        targets = graph.sites_at(level, "latent")
+        if not targets:
+            continue
+        path = graph.plates[level].path if level else ()
+        conditioners: list[str] = []
+        parent_factors: list[str] = []
+        ancestors = [None, *path[:-1]] if level else []
+        for ancestor in ancestors:
+            owned = graph.sites_at(ancestor, "latent")
+            if owned:
+                conditioners.extend(owned)
+                parent_factors.append(ancestor or "global")
+        scope = tuple(
+            name for name in graph.data_names if graph.sites[name].path[: len(path)] == path
+        )
+        factors.append(
+            Factor(
+                name=level or "global",
+                level=level,
+                path=path,
+                targets=targets,
+                conditioners=tuple(conditioners),
+                parent_factors=tuple(parent_factors),
+                data_scope=scope,
+            )
+        )
+    return Factorization(tuple(factors))

@@ -1,0 +1,385 @@
+"""``ModelGraph``: the sites, levels, parents and supports of a program.
+
+Levels are plates. They must nest as a tree (each plate inside at most one
+other); a site lives at the level of its innermost plate, or at the root (the
+global level) when it is in no plate.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+from amortize.errors import ModelError
+from amortize.program.trace import (
+    ProgramTrace,
+    SiteTrace,
+    model_size_arguments,
+    size_argument,
+    trace_program,
+    unconstrained_event_shape,
+)
+
+__all__ = ["Plate", "Site", "ModelGraph", "build_graph"]
+
+
+@dataclass(frozen=True)
+class Plate:
+    """One level of the model.
+
+    Attributes
+    ----------
+    name : str
+        Plate name; also the ArviZ dimension name.
+    parent : str or None
+        Enclosing plate (None for a top-level plate).
+    path : tuple of str
+        Plates from the outermost down to this one (inclusive).
+    size_range : (int, int)
+        Training range ``(min, max)`` of the number of instances per parent instance.
+    """
+
+    name: str
+    parent: str | None
+    path: tuple[str, ...]
+    size_range: tuple[int, int]
+
+    @property
+    def depth(self) -> int:
+        return len(self.path)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A latent or data site with everything needed to pack and unpack it.
+
+    Attributes
+    ----------
+    name : str
+    role : {"latent", "data"}
+    path : tuple of str
+        Enclosing plates, outermost first (the site's level is ``path[-1]``).
+    plate_axes : tuple of int
+        For each plate of ``path``, the axis of the program's value that holds it.
+    batch_ndim : int
+        Number of batch dims of the program's value.
+    event_shape : tuple of int
+    unconstrained_shape : tuple of int
+        Event shape after ``biject_to(support).inv`` (latents only).
+    support : Constraint
+    distribution : str
+    parents : tuple of str
+    """
+
+    name: str
+    role: str
+    path: tuple[str, ...]
+    plate_axes: tuple[int, ...]
+    batch_ndim: int
+    event_shape: tuple[int, ...]
+    unconstrained_shape: tuple[int, ...]
+    support: object
+    distribution: str
+    dtype: object
+    parents: tuple[str, ...]
+
+    @property
+    def level(self) -> str | None:
+        return self.path[-1] if self.path else None
+
+    @property
+    def event_size(self) -> int:
+        return math.prod(self.event_shape)
+
+    @property
+    def unconstrained_size(self) -> int:
+        return math.prod(self.unconstrained_shape)
+
+    def describe_level(self) -> str:
+        return f"plate `{self.level}`" if self.path else "the global level"
+
+
+@dataclass(frozen=True)
+class ModelGraph:
+    """The program as amortize sees it.
+
+    Attributes
+    ----------
+    model : callable
+        The NumPyro program.
+    sites : dict of str to Site
+        Latent and data sites, in program order.
+    plates : dict of str to Plate
+        Plates, parents before children.
+    data_names : tuple of str
+        Data sites, in the order the user gave them.
+    """
+
+    model: Callable
+    sites: dict[str, Site]
+    plates: dict[str, Plate]
+    data_names: tuple[str, ...]
+
+    @property
+    def latent_names(self) -> tuple[str, ...]:
+        return tuple(n for n, s in self.sites.items() if s.role == "latent")
+
+    def children(self, plate: str | None) -> tuple[str, ...]:
+        """Plates directly inside ``plate`` (``None``: the top-level plates)."""
+        return tuple(p.name for p in self.plates.values() if p.parent == plate)
+
+    def sites_at(self, plate: str | None, role: str) -> tuple[str, ...]:
+        """Sites of ``role`` whose innermost plate is ``plate`` (``None``: global)."""
+        return tuple(
+            n for n, s in self.sites.items() if s.role == role and s.level == plate
+        )
+
+    def max_sizes(self) -> dict[str, int]:
+        return {name: p.size_range[1] for name, p in self.plates.items()}
+
+    def program_kwargs(self, sizes: Mapping[str, int]) -> dict[str, int]:
+        """Keyword arguments that run the program with the given plate sizes."""
+        return {size_argument(p): int(n) for p, n in sizes.items()}
+
+    def fingerprint(self) -> dict:
+        """A JSON-able summary used to check a saved amortizer matches its program."""
+        return {
+            "sites": {
+                n: {
+                    "role": s.role,
+                    "path": list(s.path),
+                    "event_shape": list(s.event_shape),
+                    "distribution": s.distribution,
+                    "support": str(s.support),
+                }
+                for n, s in self.sites.items()
+            },
+            "plates": {n: [p.parent, list(p.size_range)] for n, p in self.plates.items()},
+            "data": list(self.data_names),
+        }
+
+
+def _check_sizes(sizes: Mapping[str, object]) -> dict[str, tuple[int, int]]:
+    checked = {}
+    for plate, value in sizes.items():
+        if isinstance(value, int):
+            value = (value, value)
+        try:
+            low, high = (int(v) for v in value)
+        except (TypeError, ValueError):
+            raise ModelError(
+                f"sizes[{plate!r}] is {value!r}; give a (min, max) pair of integers, "
+                f"e.g. sizes={{{plate!r}: (2, 50)}}."
+            ) from None
+        if not 1 <= low <= high:
+            raise ModelError(
+                f"sizes[{plate!r}] = ({low}, {high}) is not a valid range; "
+                f"need 1 <= min <= max."
+            )
+        checked[plate] = (low, high)
+    return checked
+
+
+def _trace_with_sizes(model, sizes):
+    return trace_program(model, {size_argument(p): n for p, n in sizes.items()})
+
+
+def _plate_paths(trace: ProgramTrace) -> dict[str, tuple[str, ...]]:
+    paths: dict[str, tuple[str, ...]] = {}
+
+    def path_of(name):
+        if name not in paths:
+            parent = trace.plate_parents[name]
+            paths[name] = (path_of(parent) if parent else ()) + (name,)
+        return paths[name]
+
+    for name in trace.plate_parents:
+        path_of(name)
+    return paths
+
+
+def _site_layout(site: SiteTrace, plate_paths, plate_sizes) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    path = tuple(f.name for f in site.plates)
+    if path and plate_paths[path[-1]] != path:
+        expected = " > ".join(plate_paths[path[-1]])
+        raise ModelError(
+            f"Site `{site.name}` is inside plates {' > '.join(path)}, but plate "
+            f"`{path[-1]}` is nested as {expected} elsewhere in the program. "
+            f"amortize needs plates that nest as a tree (crossed plates are not "
+            f"supported); put every site of `{path[-1]}` inside the same outer plates."
+        )
+    axes = []
+    for frame in site.plates:
+        axis = site.batch_ndim + frame.dim
+        if axis < 0 or site.batch_shape[axis] != plate_sizes[frame.name]:
+            raise ModelError(
+                f"Site `{site.name}` has batch shape {site.batch_shape} but plate "
+                f"`{frame.name}` (dim {frame.dim}) expects size {plate_sizes[frame.name]} "
+                f"there; declare the site inside `with numpyro.plate('{frame.name}', "
+                f"n_{frame.name})` without broadcasting it away."
+            )
+        axes.append(axis)
+    for axis, extent in enumerate(site.batch_shape):
+        if axis not in axes and extent != 1:
+            raise ModelError(
+                f"Site `{site.name}` has batch shape {site.batch_shape}: axis {axis} "
+                f"(size {extent}) belongs to no plate. Use `.to_event(1)` to make it "
+                f"part of the event, or wrap the site in a `numpyro.plate`."
+            )
+    return path, tuple(axes)
+
+
+def build_graph(
+    model: Callable,
+    data: Sequence[str],
+    sizes: Mapping[str, object],
+) -> ModelGraph:
+    """Trace ``model`` and check that amortize can factorize it.
+
+    Parameters
+    ----------
+    model : callable
+        NumPyro program whose plate ``P`` takes its size from argument ``n_P``.
+    data : sequence of str
+        Names of the observed (data) sites.
+    sizes : mapping of str to (int, int)
+        Training range (min, max) of every plate's size.
+
+    Returns
+    -------
+    ModelGraph
+
+    Raises
+    ------
+    ModelError
+        With the site or plate at fault and the fix.
+    """
+    if isinstance(data, str):
+        data = [data]
+    data = tuple(data)
+    if not data:
+        raise ModelError("data=[] names no data site; pass the observed sites, e.g. data=['y'].")
+    size_args, _ = model_size_arguments(model)
+    ranges = _check_sizes(sizes)
+    for plate in ranges:
+        if size_argument(plate) not in size_args:
+            raise ModelError(
+                f"sizes names plate `{plate}`, but the program has no argument "
+                f"`{size_argument(plate)}`. amortize passes the size of plate `P` as "
+                f"the keyword argument `n_P`: write `def model({size_argument(plate)}, ...)` "
+                f"and `numpyro.plate('{plate}', {size_argument(plate)})`."
+            )
+    parameters = inspect.signature(model).parameters
+    for arg in size_args:
+        plate = arg[2:]
+        if plate not in ranges and parameters[arg].default is inspect.Parameter.empty:
+            raise ModelError(
+                f"Model argument `{arg}` is the size of plate `{plate}`, but sizes= has no "
+                f"entry for it; add sizes={{'{plate}': (min, max)}}."
+            )
+    first = _trace_with_sizes(model, {p: r[1] for p, r in ranges.items()})
+    second = _trace_with_sizes(model, {p: r[1] + 1 for p, r in ranges.items()})
+    for plate in first.plate_sizes:
+        arg = size_argument(plate)
+        if plate not in ranges:
+            if arg not in size_args:
+                raise ModelError(
+                    f"Plate `{plate}` has size {first.plate_sizes[plate]} fixed in the "
+                    f"program. amortize needs its size as the model argument `{arg}`: "
+                    f"write `numpyro.plate('{plate}', {arg})`, add `{arg}` to the "
+                    f"model's arguments and give sizes={{'{plate}': (min, max)}}."
+                )
+            raise ModelError(
+                f"Plate `{plate}` has no training range; add sizes={{'{plate}': (min, max)}}."
+            )
+        if (first.plate_sizes[plate], second.plate_sizes[plate]) != (ranges[plate][1], ranges[plate][1] + 1):
+            raise ModelError(
+                f"Plate `{plate}` does not take its size from the argument `{arg}` "
+                f"(it had size {first.plate_sizes[plate]} when `{arg}`={ranges[plate][1]}). "
+                f"Write `numpyro.plate('{plate}', {arg})`."
+            )
+    for plate in ranges:
+        if plate not in first.plate_sizes:
+            raise ModelError(
+                f"sizes names plate `{plate}`, but the program has no such plate "
+                f"(its plates: {sorted(first.plate_sizes) or 'none'})."
+            )
+    for name in data:
+        if name not in first.sites:
+            raise ModelError(
+                f"Unknown data site `{name}`: the program has no sample site of that name "
+                f"(its sample sites: {', '.join(first.sites)})."
+            )
+
+    if "global" in first.plate_sizes:
+        raise ModelError(
+            "Plate `global` clashes with the name amortize gives the factor of the "
+            "global latents; rename the plate."
+        )
+    plate_paths = _plate_paths(first)
+    plates = {
+        name: Plate(name, first.plate_parents[name], plate_paths[name], ranges[name])
+        for name in sorted(plate_paths, key=lambda n: len(plate_paths[n]))
+    }
+    sites: dict[str, Site] = {}
+    for name, site in first.sites.items():
+        is_data = name in data
+        if not is_data and site.observed_in_program:
+            continue  # a fixed observation that no data set changes: nothing to infer
+        path, axes = _site_layout(site, plate_paths, first.plate_sizes)
+        where = f"plate `{path[-1]}`" if path else "the global level"
+        if not is_data:
+            if site.is_discrete:
+                if site.has_finite_support:
+                    raise ModelError(
+                        f"Latent site `{name}` ({site.distribution}, at {where}) is "
+                        f"discrete. Discrete latents (mixture indicators) get classifier "
+                        f"networks in a coming release; for now marginalize `{name}` out "
+                        f"of the program (e.g. a MixtureSameFamily likelihood) or pass it "
+                        f"as data."
+                    )
+                raise ModelError(
+                    f"Latent site `{name}` ({site.distribution}, at {where}) is discrete "
+                    f"with infinite support, which amortize cannot infer; make it a data "
+                    f"site or replace it by a continuous or finite discrete latent."
+                )
+            if not site.support_is_static:
+                raise ModelError(
+                    f"Latent site `{name}` ({site.distribution}, at {where}) has a support "
+                    f"that depends on other sites. Reparameterize it with a fixed support, "
+                    f"e.g. `u ~ Uniform(0, 1)` and `{name} = low + (high - low) * u` as a "
+                    f"deterministic."
+                )
+        unconstrained = () if is_data else unconstrained_event_shape(site.support, site.event_shape)
+        sites[name] = Site(
+            name=name,
+            role="data" if is_data else "latent",
+            path=path,
+            plate_axes=axes,
+            batch_ndim=site.batch_ndim,
+            event_shape=site.event_shape,
+            unconstrained_shape=unconstrained,
+            support=site.support,
+            distribution=site.distribution,
+            dtype=site.dtype,
+            parents=tuple(first.parents.get(name, ())),
+        )
+    for name, site in sites.items():
+        for parent in site.parents:
+            if parent not in sites:
+                continue
+            parent_path = sites[parent].path
+            if site.path[: len(parent_path)] != parent_path:
+                extra = [p for p in parent_path if p not in site.path]
+                raise ModelError(
+                    f"Site `{name}` ({site.describe_level()}) depends on `{parent}`, which "
+                    f"lives inside plate `{extra[0]}` that `{name}` is not in: `{name}` "
+                    f"couples the instances of plate `{extra[0]}`, so the posterior does "
+                    f"not factorize over them. Move `{name}` inside plate `{extra[0]}` or "
+                    f"drop its dependence on `{parent}`."
+                )
+    if not any(s.role == "latent" for s in sites.values()):
+        raise ModelError("The program has no latent sites: there is nothing to infer.")
+    return ModelGraph(model=model, sites=sites, plates=plates, data_names=data)

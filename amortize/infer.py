@@ -1,0 +1,59 @@
+"""Posterior draws for prepared data sets: the ancestral pass, then constrained values.
+
+One jitted function per (padded shape, number of draws) does the whole pass:
+summaries, every factor's flow in ancestral order, and ``biject_to`` back to
+each site's support.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import numpy as np
+from flax import nnx
+
+from amortize.build import AmortizerNetwork, NetworkSpec, sample_latents
+from amortize.data import PreparedData
+from amortize.graph import Factorization, ModelGraph
+from amortize.simulate import unpack_factor
+
+__all__ = ["make_sampler", "gather_instances"]
+
+
+def make_sampler(net: AmortizerNetwork, spec: NetworkSpec, graph: ModelGraph,
+                 factorization: Factorization):
+    """Return ``draw(key, data, masks, num_samples) -> {site: (B, S, *plates, *event)}``.
+
+    The returned function is jitted (``num_samples`` static) and closes over a
+    snapshot of the network's weights.
+    """
+    graphdef, state = nnx.split(net)
+
+    @partial(jax.jit, static_argnums=3)
+    def draw(key, data, masks, num_samples):
+        model = nnx.merge(graphdef, state)
+        packed = sample_latents(model, spec, key, data, masks, num_samples)
+        out = {}
+        for factor in factorization:
+            out.update(unpack_factor(packed[factor.name], factor, graph))
+        return out
+
+    return draw
+
+
+def gather_instances(draws: dict, prepared: PreparedData, graph: ModelGraph) -> dict:
+    """Drop padded instances: ``(1, S, *padded plates, *event)`` → ``(S, n_instances, *event)``.
+
+    Nested plates are flattened to one axis of real instances, in the order
+    of ``prepared.instances``; global sites come back as ``(S, *event)``.
+    """
+    out = {}
+    for name, value in draws.items():
+        site = graph.sites[name]
+        value = np.asarray(value[0])
+        if site.path:
+            index = prepared.instances[site.path[-1]]
+            value = value[(slice(None),) + tuple(index.T)]
+        out[name] = value
+    return out

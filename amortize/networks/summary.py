@@ -1,0 +1,125 @@
+"""Masked, permutation-invariant summary networks for one level.
+
+A level's summary network has two parts (Zaheer et al. 2017; Lee et al. 2019):
+
+* an *instance encoder* φ applied to each instance of the plate, on the
+  concatenation of the level's own data and the pooled summaries of the plates
+  nested inside it; its output is the instance embedding, which also conditions
+  that instance's local factor;
+* a *pooler* that turns the embeddings of all instances inside one parent
+  instance into one vector (masked mean for ``"deepset"``, masked attention for
+  ``"set_transformer"``), appends the instance count, and maps it through ρ.
+
+Weights are shared over all instances, so the network does not depend on how
+many there are.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from amortize.networks.mlp import ACTIVATIONS, MLP
+
+__all__ = ["LevelSummary", "masked_mean", "count_features"]
+
+_NEG = -1e9
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of ``x (..., n, f)`` over ``n`` where ``mask (..., n)``; zero for empty sets."""
+    weights = mask[..., None].astype(x.dtype)
+    total = jnp.sum(x * weights, axis=-2)
+    count = jnp.maximum(jnp.sum(weights, axis=-2), 1.0)
+    return total / count
+
+
+def count_features(mask: jax.Array) -> jax.Array:
+    """``(..., n)`` mask → ``(..., 2)``: log(1 + n) and 1/sqrt(n) (0 for an empty set).
+
+    Means lose the number of instances; these two features give it back, in
+    the forms that posterior precisions and standard errors scale with.
+    """
+    n = jnp.sum(mask, axis=-1).astype(jnp.float32)
+    return jnp.stack([jnp.log1p(n), jnp.where(n > 0, jax.lax.rsqrt(jnp.maximum(n, 1.0)), 0.0)], axis=-1)
+
+
+class _MaskedAttentionBlock(nnx.Module):
+    """Multi-head attention + MLP with residuals and layer norms (SAB / PMA block)."""
+
+    def __init__(self, width: int, heads: int, activation: str, *, rngs: nnx.Rngs):
+        self.attention = nnx.MultiHeadAttention(
+            num_heads=heads, in_features=width, decode=False, rngs=rngs
+        )
+        self.norm_1 = nnx.LayerNorm(width, rngs=rngs)
+        self.norm_2 = nnx.LayerNorm(width, rngs=rngs)
+        self.feedforward = MLP((width, width, width), activation=activation, rngs=rngs)
+
+    def __call__(self, queries: jax.Array, keys: jax.Array, key_mask: jax.Array) -> jax.Array:
+        # mask: (..., heads, q, k); padded keys get no weight.
+        mask = key_mask[..., None, None, :]
+        attended = self.attention(queries, keys, keys, mask=mask, deterministic=True)
+        h = self.norm_1(queries + attended)
+        return self.norm_2(h + self.feedforward(h))
+
+
+class LevelSummary(nnx.Module):
+    """Summary network of one plate.
+
+    Parameters
+    ----------
+    in_features : int
+        Features per instance: the level's data plus the nested plates' pooled summaries.
+    embed_dim : int
+        Width of the instance embedding.
+    out_dim : int
+        Width of the pooled summary handed to the parent level.
+    width : int
+        Hidden width.
+    kind : {"deepset", "set_transformer"}
+    heads : int
+        Attention heads (set transformer only).
+    """
+
+    def __init__(self, in_features: int, *, embed_dim: int, out_dim: int, width: int,
+                 depth: int, kind: str, heads: int, activation: str, rngs: nnx.Rngs):
+        hidden = (width,) * depth
+        self.kind = kind
+        self.encoder = MLP((max(in_features, 1), *hidden, embed_dim), activation=activation, rngs=rngs)
+        if kind == "deepset":
+            pooled_width = embed_dim
+        elif kind == "set_transformer":
+            pooled_width = width
+            self.inner = nnx.Linear(embed_dim, width, rngs=rngs)
+            self.self_attention = _MaskedAttentionBlock(width, heads, activation, rngs=rngs)
+            self.pool_attention = _MaskedAttentionBlock(width, heads, activation, rngs=rngs)
+            self.seed = nnx.Param(jax.random.normal(rngs.params(), (1, width)) * 0.1)
+        else:
+            raise ValueError(f"Unknown summary network kind {kind!r}; use 'deepset' or 'set_transformer'.")
+        self.outer = MLP((pooled_width + 2, *hidden, out_dim), activation=activation, rngs=rngs)
+        self.activation = activation
+
+    def embed(self, inputs: jax.Array) -> jax.Array:
+        """Instance embeddings: ``(..., n, in_features)`` → ``(..., n, embed_dim)``."""
+        if inputs.shape[-1] == 0:
+            inputs = jnp.zeros(inputs.shape[:-1] + (1,), inputs.dtype)
+        return self.encoder(inputs)
+
+    def pool(self, embeddings: jax.Array, mask: jax.Array) -> jax.Array:
+        """Pool instances: ``(..., n, embed_dim)``, mask ``(..., n)`` → ``(..., out_dim)``."""
+        act = ACTIVATIONS[self.activation]
+        if self.kind == "deepset":
+            pooled = masked_mean(act(embeddings), mask)
+        else:
+            h = self.inner(embeddings)
+            lead = h.shape[:-2]
+            flat_h = h.reshape((-1,) + h.shape[-2:])
+            flat_mask = mask.reshape((-1, mask.shape[-1]))
+            h = self.self_attention(flat_h, flat_h, flat_mask)
+            seed = jnp.broadcast_to(self.seed[...], (flat_h.shape[0], 1, flat_h.shape[-1]))
+            pooled = self.pool_attention(seed, h, flat_mask)[:, 0]
+            # An empty set (padded parent instance) attends to nothing: zero it.
+            pooled = jnp.where(flat_mask.any(-1, keepdims=True), pooled, 0.0)
+            pooled = pooled.reshape(lead + (pooled.shape[-1],))
+        return self.outer(jnp.concatenate([pooled, count_features(mask)], axis=-1))

@@ -1,0 +1,213 @@
+"""Prior-predictive simulation from the program, and packing sites to vectors.
+
+The user's program is the simulator: it runs under ``seed`` and ``trace``
+handlers at the largest trained sizes, and ragged sizes are drawn as masks
+(one compiled function for every size). Because the instances of a plate are
+conditionally independent given the enclosing latents, dropping instances by
+mask is the same as simulating fewer of them.
+
+Shapes use these names: ``B`` data sets, then the plate sizes of a level in
+nesting order (outermost first), then features. Every site is moved to this
+*canonical layout* ``(*plates, *event)``, whatever plate dims the program used.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from numpyro import handlers
+from numpyro.distributions.transforms import biject_to
+
+from amortize.graph import Factor, Factorization, ModelGraph, Site
+
+__all__ = [
+    "Simulation",
+    "to_canonical",
+    "from_canonical",
+    "draw_masks",
+    "simulate",
+    "pack_factor",
+    "unpack_factor",
+    "level_shape",
+]
+
+
+class Simulation(NamedTuple):
+    """A batch of simulated data sets at the largest trained sizes.
+
+    Attributes
+    ----------
+    latents : dict of str to Array
+        Per factor, unconstrained packed latents ``(B, *level_shape, dim)``.
+    data : dict of str to Array
+        Per data site, ``(B, *plates, features)``; zero where masked out.
+    masks : dict of str to Array
+        Per plate, boolean ``(B, *plates_down_to_it)``: which instances exist.
+    valid : Array
+        ``(B,)`` boolean: False for a simulation with a non-finite value (left
+        out of the loss and counted in the training history).
+    """
+
+    latents: dict
+    data: dict
+    masks: dict
+    valid: jax.Array
+
+
+def level_shape(graph: ModelGraph, path: tuple[str, ...], sizes=None) -> tuple[int, ...]:
+    """Plate sizes along ``path`` (default: the largest trained sizes)."""
+    sizes = sizes or graph.max_sizes()
+    return tuple(sizes[p] for p in path)
+
+
+def to_canonical(value: jax.Array, site: Site) -> jax.Array:
+    """Program layout ``(*batch, *event)`` → canonical ``(*plates, *event)``."""
+    other = [a for a in range(site.batch_ndim) if a not in site.plate_axes]
+    order = list(site.plate_axes) + other + list(range(site.batch_ndim, value.ndim))
+    moved = jnp.transpose(value, order)
+    keep = moved.shape[: len(site.plate_axes)] + moved.shape[site.batch_ndim :]
+    return moved.reshape(keep)
+
+
+def from_canonical(value: jax.Array, site: Site) -> jax.Array:
+    """Canonical ``(*lead, *plates, *event)`` → program layout ``(*lead, *batch, *event)``.
+
+    Leading axes (draws, chains) are kept in front, as NumPyro expects of
+    batched substitutions.
+    """
+    n_plates = len(site.plate_axes)
+    n_event = len(site.event_shape)
+    n_lead = value.ndim - n_plates - n_event
+    lead = value.shape[:n_lead]
+    plate_sizes = value.shape[n_lead : n_lead + n_plates]
+    batch = [1] * site.batch_ndim
+    for axis, size in zip(site.plate_axes, plate_sizes):
+        batch[axis] = size
+    # Put plates in the program's axis order, then insert the singleton axes.
+    order = sorted(range(n_plates), key=lambda i: site.plate_axes[i])
+    perm = list(range(n_lead)) + [n_lead + i for i in order] + list(
+        range(n_lead + n_plates, value.ndim)
+    )
+    return jnp.transpose(value, perm).reshape(lead + tuple(batch) + tuple(site.event_shape))
+
+
+def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, jax.Array]:
+    """Draw ragged plate sizes as masks.
+
+    For every plate, each instance of its parent draws its own number of
+    instances uniformly in the plate's training range.
+
+    Returns
+    -------
+    dict of str to Array
+        Per plate, boolean ``(batch_size, *plates_down_to_it)``.
+    """
+    masks: dict[str, jax.Array] = {}
+    keys = jax.random.split(key, max(len(graph.plates), 1))
+    for k, (name, plate) in zip(keys, graph.plates.items()):
+        low, high = plate.size_range
+        parent = masks[plate.parent] if plate.parent else jnp.ones((batch_size,), bool)
+        counts = jax.random.randint(k, parent.shape, low, high + 1)
+        mask = jnp.arange(high) < counts[..., None]
+        masks[name] = mask & parent[..., None]
+    return masks
+
+
+def _flatten_event(value: jax.Array, n_plates: int, lead: int = 0) -> jax.Array:
+    head = value.shape[: lead + n_plates]
+    return value.reshape(head + (-1,))
+
+
+def pack_factor(values: dict[str, jax.Array], factor: Factor, graph: ModelGraph) -> jax.Array:
+    """Constrained canonical values of a factor's sites → one unconstrained vector.
+
+    Parameters
+    ----------
+    values : dict of str to Array
+        Per target site, ``(*lead, *level_shape, *event)``.
+
+    Returns
+    -------
+    Array
+        ``(*lead, *level_shape, dim)`` with ``dim`` the summed unconstrained sizes.
+    """
+    parts = []
+    for name in factor.targets:
+        site = graph.sites[name]
+        unconstrained = biject_to(site.support).inv(values[name])
+        n_event = len(site.unconstrained_shape)
+        head = unconstrained.shape[: unconstrained.ndim - n_event]
+        parts.append(unconstrained.reshape(head + (-1,)))
+    return jnp.concatenate(parts, axis=-1)
+
+
+def factor_dim(factor: Factor, graph: ModelGraph) -> int:
+    """Length of the packed unconstrained vector of ``factor``."""
+    return sum(graph.sites[n].unconstrained_size for n in factor.targets)
+
+
+def unpack_factor(packed: jax.Array, factor: Factor, graph: ModelGraph) -> dict[str, jax.Array]:
+    """Inverse of :func:`pack_factor`: ``(*lead, dim)`` → constrained ``(*lead, *event)`` per site."""
+    out, start = {}, 0
+    head = packed.shape[:-1]
+    for name in factor.targets:
+        site = graph.sites[name]
+        size = site.unconstrained_size
+        chunk = packed[..., start : start + size].reshape(head + site.unconstrained_shape)
+        out[name] = biject_to(site.support)(chunk)
+        start += size
+    return out
+
+
+def _simulate_one(key: jax.Array, graph: ModelGraph, factorization: Factorization):
+    model_kwargs = graph.program_kwargs(graph.max_sizes())
+    trace = handlers.trace(handlers.seed(graph.model, key)).get_trace(**model_kwargs)
+    canonical = {name: to_canonical(trace[name]["value"], site) for name, site in graph.sites.items()}
+    latents = {
+        factor.name: pack_factor({n: canonical[n] for n in factor.targets}, factor, graph)
+        for factor in factorization
+    }
+    data = {}
+    for name in graph.data_names:
+        site = graph.sites[name]
+        data[name] = _flatten_event(canonical[name].astype(jnp.float32), len(site.path))
+    return latents, data
+
+
+def simulate(
+    key: jax.Array, graph: ModelGraph, factorization: Factorization, batch_size: int
+) -> Simulation:
+    """Simulate ``batch_size`` data sets with ragged sizes (pure; jit it at the call site).
+
+    Parameters
+    ----------
+    key : PRNG key
+    graph, factorization : the compiled program.
+    batch_size : int
+
+    Returns
+    -------
+    Simulation
+    """
+    sim_key, mask_key = jax.random.split(key)
+    keys = jax.random.split(sim_key, batch_size)
+    latents, data = jax.vmap(lambda k: _simulate_one(k, graph, factorization))(keys)
+    masks = draw_masks(mask_key, graph, batch_size)
+    valid = jnp.ones((batch_size,), bool)
+
+    def instance_mask(path):
+        return masks[path[-1]] if path else jnp.ones((batch_size,), bool)
+
+    for factor in factorization:
+        mask = instance_mask(factor.path)[..., None]
+        finite = jnp.isfinite(latents[factor.name]) | ~mask
+        valid &= finite.reshape(batch_size, -1).all(axis=1)
+        latents[factor.name] = jnp.where(mask & finite, latents[factor.name], 0.0)
+    for name in graph.data_names:
+        mask = instance_mask(graph.sites[name].path)[..., None]
+        finite = jnp.isfinite(data[name]) | ~mask
+        valid &= finite.reshape(batch_size, -1).all(axis=1)
+        data[name] = jnp.where(mask & finite, data[name], 0.0)
+    return Simulation(latents=latents, data=data, masks=masks, valid=valid)

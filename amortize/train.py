@@ -1,0 +1,301 @@
+"""Training: negative log posterior density of simulations, optimized with Optax.
+
+The loss of one simulated data set is the joint negative log density of its
+latents under the factorized approximation (Habermann et al. 2024, eq. 6):
+
+    L = -log q_global(global | h(y)) - Σ_level Σ_instance log q_level(local | ..., h(y[instance])).
+
+Online training simulates a fresh batch inside every step (the program is
+jitted and vmapped inside the step; no Python loop over data sets). With a
+fixed simulation budget, data sets are simulated once and reused for epochs.
+Several steps run per compiled call (``lax.scan``) to keep dispatch cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from amortize.build import AmortizerNetwork, NetworkSpec, Standardization, log_prob
+from amortize.errors import TrainingError
+from amortize.graph import Factorization, ModelGraph
+from amortize.simulate import Simulation, simulate
+
+__all__ = ["TrainConfig", "fit_network", "simulate_in_chunks", "set_standardization"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """How to train (defaults: Adam, warm-up + cosine decay, clipping at norm 1).
+
+    Parameters
+    ----------
+    learning_rate : float
+        Peak learning rate.
+    warmup_steps : int or None
+        Linear warm-up; default 2% of the steps.
+    end_learning_rate_fraction : float
+        Final learning rate as a fraction of the peak.
+    clip_norm : float
+        Global gradient-norm clipping.
+    weight_decay : float
+        Decoupled weight decay (0 gives Adam; otherwise AdamW).
+    validation_size : int
+        Held-out simulated data sets for the validation loss.
+    validation_every : int or None
+        Steps between validation losses; default about 20 per run.
+    pilot_size : int
+        Simulations used to standardize inputs and targets before training.
+    steps_per_call : int
+        Steps fused into one compiled call.
+    max_consecutive_nonfinite : int
+        Training stops with :class:`TrainingError` after this many skipped
+        updates in a row.
+    optimizer : callable or None
+        ``schedule -> optax.GradientTransformation`` to replace Adam(W).
+    """
+
+    learning_rate: float = 1e-3
+    warmup_steps: int | None = None
+    end_learning_rate_fraction: float = 1e-2
+    clip_norm: float = 1.0
+    weight_decay: float = 0.0
+    validation_size: int = 256
+    validation_every: int | None = None
+    pilot_size: int = 1024
+    steps_per_call: int = 25
+    max_consecutive_nonfinite: int = 20
+    optimizer: Callable | None = None
+
+    def __post_init__(self):
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate must be positive; got {self.learning_rate}.")
+        for name in ("validation_size", "pilot_size", "steps_per_call", "max_consecutive_nonfinite"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer; got {getattr(self, name)}.")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["optimizer"] = None if self.optimizer is None else repr(self.optimizer)
+        return out
+
+    def transform(self, steps: int) -> optax.GradientTransformation:
+        warmup = self.warmup_steps if self.warmup_steps is not None else max(1, steps // 50)
+        schedule = optax.warmup_cosine_decay_schedule(
+            init_value=0.0, peak_value=self.learning_rate, warmup_steps=min(warmup, max(steps - 1, 1)),
+            decay_steps=max(steps, 2), end_value=self.learning_rate * self.end_learning_rate_fraction)
+        if self.optimizer is not None:
+            inner = self.optimizer(schedule)
+        elif self.weight_decay:
+            inner = optax.adamw(schedule, weight_decay=self.weight_decay)
+        else:
+            inner = optax.adam(schedule)
+        return optax.chain(optax.clip_by_global_norm(self.clip_norm), inner)
+
+
+def simulate_in_chunks(key, graph: ModelGraph, factorization: Factorization, n: int,
+                       chunk: int = 512) -> Simulation:
+    """Simulate ``n`` data sets, ``chunk`` at a time (one compiled function), on the host."""
+    step = jax.jit(lambda k: simulate(k, graph, factorization, chunk))
+    parts = [jax.device_get(step(k)) for k in jax.random.split(key, math.ceil(n / chunk))]
+    return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *parts)
+
+
+def _masked_moments(values: np.ndarray, mask: np.ndarray, robust: bool):
+    flat = values.reshape(-1, values.shape[-1])[mask.reshape(-1)]
+    if flat.shape[0] == 0:
+        return np.zeros(values.shape[-1]), np.ones(values.shape[-1])
+    if robust:
+        loc = np.median(flat, axis=0)
+        scale = (np.percentile(flat, 84, axis=0) - np.percentile(flat, 16, axis=0)) / 2
+    else:
+        loc, scale = flat.mean(axis=0), flat.std(axis=0)
+    scale = np.where(np.isfinite(scale) & (scale > 1e-8), scale, 1.0)
+    return loc.astype(np.float32), scale.astype(np.float32)
+
+
+def set_standardization(net: AmortizerNetwork, spec: NetworkSpec, pilot: Simulation) -> None:
+    """Set input and target standardization from pilot simulations (in place).
+
+    Data use median and half the 16–84% range (robust to heavy tails);
+    unconstrained latents use mean and standard deviation.
+    """
+    valid = pilot.valid
+
+    def level_mask(path):
+        mask = pilot.masks[path[-1]] if path else np.ones(valid.shape, bool)
+        return mask & valid.reshape(valid.shape + (1,) * (mask.ndim - 1))
+
+    paths = {n: lv.path for lv in spec.levels for n, _ in lv.data} | {n: () for n, _ in spec.root_data}
+    for name, path in paths.items():
+        loc, scale = _masked_moments(pilot.data[name], level_mask(path), robust=True)
+        net.data_loc[name] = Standardization(jnp.asarray(loc))
+        net.data_scale[name] = Standardization(jnp.asarray(scale))
+    for factor in spec.factors:
+        loc, scale = _masked_moments(pilot.latents[factor.name], level_mask(factor.path), robust=False)
+        net.latent_loc[factor.name] = Standardization(jnp.asarray(loc))
+        net.latent_scale[factor.name] = Standardization(jnp.asarray(scale))
+
+
+def _loss(params, rest, graphdef, spec, sim: Simulation):
+    net = nnx.merge(graphdef, params, rest)
+    per_factor = log_prob(net, spec, sim.latents, sim.data, sim.masks)
+    total = sum(per_factor.values())
+    weights = sim.valid.astype(jnp.float32)
+    loss = -jnp.sum(jnp.where(sim.valid, total, 0.0)) / jnp.maximum(jnp.sum(weights), 1.0)
+    return loss, {k: -jnp.sum(jnp.where(sim.valid, v, 0.0)) / jnp.maximum(jnp.sum(weights), 1.0)
+                  for k, v in per_factor.items()}
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def fit_network(
+    net: AmortizerNetwork,
+    spec: NetworkSpec,
+    graph: ModelGraph,
+    factorization: Factorization,
+    *,
+    key: jax.Array,
+    steps: int,
+    batch_size: int,
+    config: TrainConfig,
+    simulation_budget: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``net`` in place; return the history.
+
+    Parameters
+    ----------
+    net : AmortizerNetwork
+        Networks with standardization already set.
+    key : PRNG key
+    steps : int
+        Optimizer steps.
+    batch_size : int
+        Simulated data sets per step.
+    config : TrainConfig
+    simulation_budget : int or None
+        ``None`` trains online (fresh simulations every step); an integer
+        simulates that many data sets once and cycles through them in epochs.
+    progress : bool
+        Show a progress bar with the loss.
+
+    Returns
+    -------
+    dict of str to numpy array
+        ``step``, ``loss`` (per step), ``skipped`` (per step, True where a
+        non-finite loss or gradient was skipped), ``invalid`` (simulations with
+        non-finite values left out, per step), ``val_step``, ``val_loss`` and
+        ``val_loss_<factor>``.
+
+    Raises
+    ------
+    TrainingError
+        When the loss stays non-finite for ``config.max_consecutive_nonfinite`` steps.
+    """
+    graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+    tx = config.transform(steps)
+    opt_state = tx.init(params)
+    val_key, train_key, data_key = jax.random.split(key, 3)
+    validation = jax.device_put(simulate_in_chunks(val_key, graph, factorization, config.validation_size))
+    store = None
+    if simulation_budget is not None:
+        if simulation_budget < batch_size:
+            raise ValueError(f"simulation_budget={simulation_budget} is smaller than batch_size={batch_size}.")
+        store = jax.device_put(simulate_in_chunks(data_key, graph, factorization, simulation_budget))
+
+    def step(carry, step_input):
+        params, opt_state = carry
+        step_input, active = step_input
+        if store is None:
+            sim = simulate(step_input, graph, factorization, batch_size)
+        else:
+            sim = jax.tree.map(lambda x: x[step_input], store)
+        (loss, _), grads = jax.value_and_grad(_loss, has_aux=True)(params, rest, graphdef, spec, sim)
+        grads_finite = _all_finite(grads)
+        grads = jax.tree.map(lambda g: jnp.where(grads_finite, g, 0.0), grads)
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        finite = jnp.isfinite(loss) & grads_finite & _all_finite(new_params)
+        apply = finite & active
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)
+        carry = (keep(new_params, params), keep(new_opt_state, opt_state))
+        return carry, (loss, ~finite, jnp.sum(~sim.valid))
+
+    run_chunk = jax.jit(lambda carry, inputs: jax.lax.scan(step, carry, inputs), donate_argnums=0)
+    evaluate = jax.jit(lambda params: _loss(params, rest, graphdef, spec, validation))
+
+    every = config.validation_every or max(config.steps_per_call, steps // 20)
+    history = {"step": [], "loss": [], "skipped": [], "invalid": [], "val_step": [], "val_loss": []}
+    per_factor_val: dict[str, list] = {f.name: [] for f in spec.factors}
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(data_key)).ravel()[-1])
+    order = np.zeros(0, int)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, desc="training", unit="step", dynamic_ncols=True)
+    carry = (params, opt_state)
+    done, consecutive, next_eval = 0, 0, 0
+    try:
+        while done < steps:
+            # Every call runs a full chunk (one compiled shape); steps past the
+            # end are computed but not applied.
+            chunk = min(config.steps_per_call, steps)
+            n = min(chunk, steps - done)
+            if store is None:
+                inputs = jax.random.split(jax.random.fold_in(train_key, done), chunk)
+            else:
+                while order.size < chunk * batch_size:
+                    order = np.concatenate([order, rng.permutation(simulation_budget)])
+                inputs = jnp.asarray(order[: chunk * batch_size].reshape(chunk, batch_size))
+                order = order[n * batch_size :]
+            active = jnp.arange(chunk) < n
+            carry, (losses, skipped, invalid) = run_chunk(carry, (inputs, active))
+            losses, skipped, invalid = (np.asarray(x)[:n] for x in (losses, skipped, invalid))
+            for i in range(n):
+                consecutive = consecutive + 1 if skipped[i] else 0
+                if consecutive >= config.max_consecutive_nonfinite:
+                    raise TrainingError(
+                        f"The loss or its gradient was non-finite for {consecutive} steps in a "
+                        f"row (up to step {done + i + 1}); those updates were skipped. Check that "
+                        f"the priors give finite values, or lower TrainConfig.learning_rate "
+                        f"(now {config.learning_rate})."
+                    )
+            history["step"].extend(range(done + 1, done + n + 1))
+            history["loss"].extend(losses.tolist())
+            history["skipped"].extend(skipped.tolist())
+            history["invalid"].extend(invalid.tolist())
+            done += n
+            if done >= next_eval or done == steps:
+                val, val_parts = evaluate(carry[0])
+                history["val_step"].append(done)
+                history["val_loss"].append(float(val))
+                for name, value in val_parts.items():
+                    per_factor_val[name].append(float(value))
+                next_eval = done + every
+            if bar is not None:
+                bar.update(n)
+                bar.set_postfix(loss=f"{np.nanmean(losses):.3f}", val=f"{history['val_loss'][-1]:.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+    nnx.update(net, carry[0])
+    out = {k: np.asarray(v) for k, v in history.items()}
+    for name, values in per_factor_val.items():
+        out[f"val_loss_{name}"] = np.asarray(values)
+    n_skipped = int(out["skipped"].sum())
+    if n_skipped:
+        warnings.warn(
+            f"{n_skipped} of {steps} updates were skipped because the loss or its gradient "
+            f"was non-finite (see history['skipped']).", RuntimeWarning, stacklevel=3)
+    return out

@@ -1,0 +1,183 @@
+"""Core benchmark: simulation and training throughput, posterior latency, recovery.
+
+Model: the two-level Gaussian with unknown mu, tau, sigma
+(:mod:`amortize.models.hierarchical_normal`), 2–50 groups of 1–30 observations.
+
+Measures
+--------
+1. simulated data sets per second (the program under jit + vmap, at 50 × 30);
+2. training steps per second (batch 64), after compilation;
+3. latency of 1000 posterior draws for 50 groups × 20 observations: median of
+   20 calls after warm-up, for the jitted draws alone, ``Amortizer.draws``
+   (NumPy arrays) and ``Amortizer.sample`` (ArviZ DataTree);
+4. recovery after a time-budgeted training run (default 5 minutes): on 200
+   held-out simulations, the correlation of posterior means with the truth and
+   the uniformity of the ranks of the truth among posterior draws (SBC).
+
+Prints a table and writes ``benchmarks/results/core.json``.
+
+Usage: ``python benchmarks/core.py [--train-seconds 300] [--flow spline|affine] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import amortize as am
+from amortize.data import prepare_data
+from amortize.models import hierarchical_normal
+from amortize.simulate import simulate, unpack_factor
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def median_ms(fn, repeats=20):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def simulation_rate(amortizer, batch=1024, repeats=10):
+    graph, factorization = amortizer.graph, amortizer.factorization
+    fixed = am.compile(hierarchical_normal.model, data=["y"], sizes={"group": (50, 50), "obs": (30, 30)})
+    step = jax.jit(lambda k: simulate(k, fixed.graph, fixed.factorization, batch))
+    jax.block_until_ready(step(jax.random.key(0)))
+    start = time.perf_counter()
+    for i in range(repeats):
+        jax.block_until_ready(step(jax.random.key(i)))
+    return batch * repeats / (time.perf_counter() - start)
+
+
+def uniformity(ranks, n_draws):
+    """Chi-square test of rank uniformity (10 bins) and the largest ECDF deviation."""
+    from scipy import stats
+
+    bins = np.linspace(0, n_draws + 1, 11)
+    counts, _ = np.histogram(ranks, bins=bins)
+    chi2 = stats.chisquare(counts)
+    ecdf_dev = np.max(np.abs(np.sort(ranks) / (n_draws + 1) - (np.arange(len(ranks)) + 0.5) / len(ranks)))
+    return float(chi2.pvalue), float(ecdf_dev)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train-seconds", type=float, default=300.0)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--flow", default="spline", choices=["spline", "affine"])
+    parser.add_argument("--holdout", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    parser.add_argument("--out", default=str(RESULTS / "core.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.train_seconds, args.holdout = 20.0, 20
+
+    network = am.NetworkConfig(flow=args.flow)
+    amortizer = am.compile(hierarchical_normal.model, data=["y"], sizes=hierarchical_normal.SIZES, network=network)
+    results = {"machine": platform.processor() or platform.machine(), "cpu_count": jax.local_device_count(),
+               "backend": jax.default_backend(), "network": network.to_dict(), "batch_size": args.batch_size}
+
+    results["simulated_data_sets_per_second_50x30"] = simulation_rate(amortizer)
+
+    # Throughput: a short fit to compile, then a timed one.
+    warm = 25
+    start = time.perf_counter()
+    amortizer.fit(steps=warm, batch_size=args.batch_size, seed=0, progress=False)
+    results["first_fit_seconds_including_compilation"] = time.perf_counter() - start
+    probe = 100 if not args.quick else 25
+    start = time.perf_counter()
+    amortizer.fit(steps=probe, batch_size=args.batch_size, seed=1, progress=False,
+                  config=am.TrainConfig(validation_every=10**9))
+    probe_seconds = time.perf_counter() - start
+    # the probe includes one compilation; the long run below measures the steady rate
+    steps = max(50, int(args.train_seconds * probe / probe_seconds))
+
+    amortizer = am.compile(hierarchical_normal.model, data=["y"], sizes=hierarchical_normal.SIZES, network=network)
+    start = time.perf_counter()
+    history = amortizer.fit(steps=steps, batch_size=args.batch_size, seed=2, progress=True)
+    train_seconds = time.perf_counter() - start
+    results.update(train_steps=steps, train_seconds=train_seconds,
+                   train_steps_per_second=steps / train_seconds,
+                   simulations_per_second_in_training=steps * args.batch_size / train_seconds,
+                   final_validation_loss=float(history["val_loss"][-1]))
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(50, 20))
+    prepared = prepare_data(amortizer.graph, {"y": y}, pad_to=amortizer.graph.max_sizes())
+    amortizer.draws({"y": y}, 1000)
+    sampler = amortizer._sampler
+    key = jax.random.key(0)
+    results["latency_ms_1000_draws_50x20_jitted"] = median_ms(
+        lambda: jax.block_until_ready(sampler(key, prepared.data, prepared.masks, 1000)))
+    results["latency_ms_1000_draws_50x20_draws"] = median_ms(lambda: amortizer.draws({"y": y}, 1000))
+    results["latency_ms_1000_draws_50x20_sample_datatree"] = median_ms(lambda: amortizer.sample({"y": y}, 1000))
+
+    # Recovery on held-out simulations at random sizes within the trained range.
+    holdout = jax.device_get(simulate(jax.random.key(12345), amortizer.graph, amortizer.factorization, args.holdout))
+    n_draws = 199
+    truth = {"mu": [], "tau": [], "sigma": [], "theta": []}
+    means = {k: [] for k in truth}
+    ranks = {k: [] for k in truth}
+    factors = {f.name: f for f in amortizer.factorization}
+    for i in range(args.holdout):
+        if not holdout.valid[i]:
+            continue
+        group_mask = holdout.masks["group"][i]
+        obs_mask = holdout.masks["obs"][i][group_mask]
+        values = holdout.data["y"][i][group_mask][..., 0]
+        groups = [values[j][obs_mask[j]] for j in range(len(values))]
+        true_global = unpack_factor(holdout.latents["global"][i], factors["global"], amortizer.graph)
+        true_theta = unpack_factor(holdout.latents["group"][i][group_mask], factors["group"], amortizer.graph)["theta"]
+        draws, _ = amortizer.draws({"y": groups}, n_draws, seed=i)
+        for name in ("mu", "tau", "sigma"):
+            t = float(true_global[name])
+            truth[name].append(t)
+            means[name].append(float(draws[name].mean()))
+            ranks[name].append(int(np.sum(draws[name] < t)))
+        t = np.asarray(true_theta)
+        truth["theta"].extend(t.tolist())
+        means["theta"].extend(draws["theta"].mean(0).tolist())
+        ranks["theta"].extend(np.sum(draws["theta"] < t, axis=0).tolist())
+    recovery = {}
+    for name in truth:
+        p_value, ecdf_dev = uniformity(np.asarray(ranks[name]), n_draws)
+        recovery[name] = {"correlation": float(np.corrcoef(truth[name], means[name])[0, 1]),
+                          "rank_chi2_p": p_value, "rank_ecdf_max_deviation": ecdf_dev,
+                          "n": len(truth[name])}
+    results["recovery"] = recovery
+    results["holdout_data_sets"] = len(truth["mu"])
+
+    print(f"\namortize core benchmark ({results['backend']}, flow={args.flow}, batch {args.batch_size})")
+    rows = [
+        ("simulated data sets / s (50 × 30)", f"{results['simulated_data_sets_per_second_50x30']:,.0f}"),
+        ("first fit incl. compilation (s)", f"{results['first_fit_seconds_including_compilation']:.1f}"),
+        ("training steps / s", f"{results['train_steps_per_second']:.2f}"),
+        ("simulations / s in training", f"{results['simulations_per_second_in_training']:,.0f}"),
+        ("training time (s), steps", f"{train_seconds:.0f}, {steps}"),
+        ("1000 draws, 50 × 20: jitted (ms)", f"{results['latency_ms_1000_draws_50x20_jitted']:.1f}"),
+        ("1000 draws, 50 × 20: draws() (ms)", f"{results['latency_ms_1000_draws_50x20_draws']:.1f}"),
+        ("1000 draws, 50 × 20: sample() (ms)", f"{results['latency_ms_1000_draws_50x20_sample_datatree']:.1f}"),
+    ]
+    for name, r in recovery.items():
+        rows.append((f"recovery {name}: corr / rank p / ECDF dev",
+                     f"{r['correlation']:.3f} / {r['rank_chi2_p']:.2f} / {r['rank_ecdf_max_deviation']:.3f}"))
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"  {name:<{width}}  {value}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Case-study programs bundled with amortize (importable as ``amortize.models``).
+
+Each module defines plain NumPyro programs that follow amortize's one
+convention: the size of plate ``P`` is the argument ``n_P``. They are
+ordinary NumPyro models: run them with NUTS, Predictive or SVI as well.
+
+* :mod:`amortize.models.hierarchical_normal` — two-level Gaussian with unknown
+  mean, group spread and noise (the multilevel paper's running example).
+* :mod:`amortize.models.conjugate_normal` — the same with known spread and
+  noise, whose posterior is Gaussian in closed form (used to check accuracy).
+* :mod:`amortize.models.eight_schools` — Rubin's (1981) eight schools, with the
+  published data.
+"""

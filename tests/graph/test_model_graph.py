@@ -1,0 +1,163 @@
+"""Programs amortize cannot factorize get errors that name the site and the fix."""
+
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import amortize as am
+from amortize.graph import build_graph
+from tests.conftest import two_level
+
+SIZES = {"group": (2, 10), "obs": (1, 5)}
+
+
+def test_size_argument_without_training_range_is_rejected():
+    with pytest.raises(am.ModelError, match=r"Model argument `n_obs` is the size of plate `obs`.*sizes=\{'obs'"):
+        build_graph(two_level, ["y"], {"group": (2, 5)})
+
+
+def test_plate_with_a_literal_size_is_rejected():
+    def model(y=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("group", 8):
+            numpyro.sample("y", dist.Normal(mu, 1), obs=y)
+
+    with pytest.raises(am.ModelError, match=r"Plate `group` has size 8 fixed.*`n_group`"):
+        build_graph(model, ["y"], {})
+
+
+def test_sizes_for_a_plate_without_size_argument_is_rejected():
+    def model(size=3, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("group", size):
+            numpyro.sample("y", dist.Normal(mu, 1), obs=y)
+
+    with pytest.raises(am.ModelError, match=r"no argument `n_group`"):
+        build_graph(model, ["y"], {"group": (1, 5)})
+
+
+def test_plate_that_ignores_its_size_argument_is_rejected():
+    def model(n_group, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("group", 7):
+            numpyro.sample("y", dist.Normal(mu, 1), obs=y)
+
+    with pytest.raises(am.ModelError, match=r"Plate `group` does not take its size from the argument `n_group`"):
+        build_graph(model, ["y"], {"group": (1, 5)})
+
+
+def test_plate_without_training_range_is_rejected():
+    def model(n_group, n_obs=3, y=None):
+        with numpyro.plate("group", n_group):
+            mu = numpyro.sample("mu", dist.Normal(0, 1))
+            with numpyro.plate("obs", n_obs):
+                numpyro.sample("y", dist.Normal(mu, 1), obs=y)
+
+    with pytest.raises(am.ModelError, match=r"Plate `obs` has no training range.*sizes=\{'obs'"):
+        build_graph(model, ["y"], {"group": (2, 5)})
+
+
+@pytest.mark.parametrize("bad", [(0, 5), (5, 2), "many"])
+def test_invalid_size_range_is_rejected(bad):
+    with pytest.raises(am.ModelError, match=r"sizes\['group'\]"):
+        build_graph(two_level, ["y"], {"group": bad, "obs": (1, 5)})
+
+
+def test_unknown_data_site_is_rejected():
+    with pytest.raises(am.ModelError, match=r"Unknown data site `z`.*mu, tau, sigma, theta, y"):
+        build_graph(two_level, ["y", "z"], SIZES)
+
+
+def test_discrete_latent_says_mixture_support_is_coming():
+    def model(n_obs, y=None):
+        z = numpyro.sample("z", dist.Bernoulli(0.5))
+        with numpyro.plate("obs", n_obs):
+            numpyro.sample("y", dist.Normal(z, 1), obs=y)
+
+    with pytest.raises(am.ModelError, match=r"Latent site `z` \(Bernoulli\w*, at the global level\) is discrete.*coming release"):
+        build_graph(model, ["y"], {"obs": (1, 5)})
+
+
+def test_discrete_latent_with_infinite_support_is_rejected():
+    def model(n_obs, y=None):
+        k = numpyro.sample("k", dist.Poisson(3.0))
+        with numpyro.plate("obs", n_obs):
+            numpyro.sample("y", dist.Normal(k, 1), obs=y)
+
+    with pytest.raises(am.ModelError, match=r"Latent site `k` \(Poisson.*infinite support"):
+        build_graph(model, ["y"], {"obs": (1, 5)})
+
+
+def test_site_coupling_the_groups_is_rejected():
+    def model(n_group, y=None, total=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("group", n_group):
+            theta = numpyro.sample("theta", dist.Normal(mu, 1))
+            numpyro.sample("y", dist.Normal(theta, 1), obs=y)
+        numpyro.sample("total", dist.Normal(theta.sum(), 1), obs=total)
+
+    with pytest.raises(am.ModelError, match=r"Site `total` \(the global level\) depends on `theta`.*couples the instances of plate `group`"):
+        build_graph(model, ["y", "total"], {"group": (2, 5)})
+
+
+def test_crossed_plates_are_rejected():
+    def crossed(n_row, n_col, y=None, x=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        row = numpyro.plate("row", n_row, dim=-2)
+        col = numpyro.plate("col", n_col, dim=-1)
+        with row:
+            numpyro.sample("x", dist.Normal(mu, 1), obs=x)
+        with col, row:
+            numpyro.sample("y", dist.Normal(mu, 1), obs=y)
+
+    with pytest.raises(am.ModelError, match=r"Site `y` is inside plates col > row.*crossed plates"):
+        build_graph(crossed, ["y", "x"], {"row": (1, 3), "col": (1, 3)})
+
+
+def test_batch_axis_without_plate_is_rejected():
+    def model(n_obs, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 1).expand([3]))
+        with numpyro.plate("obs", n_obs):
+            numpyro.sample("y", dist.Normal(mu.sum(), 1), obs=y)
+
+    with pytest.raises(am.ModelError, match=r"Site `mu` has batch shape \(3,\).*\.to_event\(1\)"):
+        build_graph(model, ["y"], {"obs": (1, 5)})
+
+
+def test_site_named_like_a_plate_is_rejected_with_numpyros_message():
+    def model(n_group, group=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("group", n_group):
+            numpyro.sample("group", dist.Normal(mu, 1), obs=group)
+
+    with pytest.raises(am.ModelError, match=r"`group` duplicated"):
+        build_graph(model, ["group"], {"group": (1, 5)})
+
+
+def test_argument_without_default_is_rejected():
+    def model(n_obs, covariate, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("obs", n_obs):
+            numpyro.sample("y", dist.Normal(mu, 1), obs=y)
+
+    with pytest.raises(am.ModelError, match=r"Model argument `covariate` has no default"):
+        build_graph(model, ["y"], {"obs": (1, 5)})
+
+
+def test_support_that_depends_on_another_site_is_rejected():
+    def model(n_obs, y=None):
+        high = numpyro.sample("high", dist.HalfNormal(1))
+        level = numpyro.sample("level", dist.Uniform(0, high))
+        with numpyro.plate("obs", n_obs):
+            numpyro.sample("y", dist.Normal(level, 1), obs=y)
+
+    with pytest.raises(am.ModelError, match=r"Latent site `level` \(Uniform.*support that depends on other sites"):
+        build_graph(model, ["y"], {"obs": (1, 5)})
+
+
+def test_program_that_fails_reports_its_own_error():
+    def model(n_obs, y=None):
+        raise RuntimeError("boom")
+
+    with pytest.raises(am.ModelError, match=r"failed when traced.*RuntimeError: boom"):
+        build_graph(model, ["y"], {"obs": (1, 5)})

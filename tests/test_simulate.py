@@ -1,0 +1,96 @@
+"""Simulation at the largest sizes with ragged masks, and packing sites to vectors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+from amortize.graph import build_graph, factorize
+from amortize.simulate import draw_masks, from_canonical, pack_factor, simulate, to_canonical, unpack_factor
+from tests.conftest import three_level, two_level
+from tests.graph.test_factorize import several_latents, vector_latents
+
+
+def test_canonical_layout_round_trips_for_auto_dims():
+    graph = build_graph(several_latents, ["y", "x"], {"group": (2, 4), "obs": (1, 3)})
+    site = graph.sites["y"]
+    program = jnp.arange(12.0).reshape(3, 4)  # (obs, group) as NumPyro lays it out
+    canonical = to_canonical(program, site)
+    assert canonical.shape == (4, 3)
+    np.testing.assert_array_equal(canonical, program.T)
+    np.testing.assert_array_equal(from_canonical(canonical, site), program)
+    draws = jnp.stack([canonical, canonical + 1])  # a leading draws axis stays in front
+    assert from_canonical(draws, site).shape == (2, 3, 4)
+
+
+def test_masks_respect_ranges_and_nesting():
+    graph = build_graph(three_level, ["y"], {"region": (2, 5), "county": (1, 4), "house": (3, 6)})
+    masks = draw_masks(jax.random.key(0), graph, 500)
+    region, county, house = (np.asarray(masks[p]) for p in ("region", "county", "house"))
+    assert region.shape == (500, 5) and county.shape == (500, 5, 4) and house.shape == (500, 5, 4, 6)
+    n_region = region.sum(1)
+    assert n_region.min() == 2 and n_region.max() == 5
+    n_county = county.sum(2)[region]
+    assert n_county.min() == 1 and n_county.max() == 4
+    n_house = house.sum(3)[county]
+    assert n_house.min() == 3 and n_house.max() == 6
+    assert not county[~region].any() and not house[~county].any()
+    # instances are a prefix: masks never have holes
+    assert np.all(np.diff(house.astype(int), axis=-1) <= 0)
+
+
+def test_simulation_shapes_and_zero_padding():
+    graph = build_graph(two_level, ["y"], {"group": (2, 7), "obs": (1, 5)})
+    sim = jax.jit(lambda k: simulate(k, graph, factorize(graph), 16))(jax.random.key(1))
+    assert sim.latents["global"].shape == (16, 3)
+    assert sim.latents["group"].shape == (16, 7, 1)
+    assert sim.data["y"].shape == (16, 7, 5, 1)
+    assert sim.valid.all()
+    mask = np.asarray(sim.masks["obs"])
+    assert np.all(np.asarray(sim.data["y"])[~mask] == 0.0)
+    assert np.all(np.asarray(sim.latents["group"])[~np.asarray(sim.masks["group"])] == 0.0)
+
+
+def test_simulations_follow_the_program():
+    # y | theta, sigma ~ Normal: the standardized residuals of the simulated data are N(0, 1).
+    graph = build_graph(two_level, ["y"], {"group": (5, 5), "obs": (20, 20)})
+    sim = simulate(jax.random.key(2), graph, factorize(graph), 400)
+    mu, tau, sigma = (np.exp(x) if i else x for i, x in enumerate(np.asarray(sim.latents["global"]).T))
+    theta = np.asarray(sim.latents["group"])[..., 0]
+    y = np.asarray(sim.data["y"])[..., 0]
+    z = (y - theta[:, :, None]) / sigma[:, None, None]
+    assert abs(z.mean()) < 4 / np.sqrt(z.size)
+    assert abs(z.std() - 1) < 0.02
+    z_theta = (theta - mu[:, None]) / tau[:, None]
+    assert abs(z_theta.std() - 1) < 0.05
+
+
+def test_invalid_simulations_are_flagged():
+    def model(n_obs, y=None):
+        scale = numpyro.sample("scale", dist.Normal(0, 1))
+        with numpyro.plate("obs", n_obs):  # sqrt of a negative scale: NaN data
+            numpyro.sample("y", dist.Normal(0, jnp.sqrt(scale)), obs=y)
+
+    graph = build_graph(model, ["y"], {"obs": (1, 3)})
+    sim = simulate(jax.random.key(0), graph, factorize(graph), 200)
+    negative = np.asarray(sim.latents["global"])[:, 0] < 0
+    np.testing.assert_array_equal(np.asarray(sim.valid), ~negative)
+    assert np.isfinite(np.asarray(sim.data["y"])).all()
+
+
+@pytest.mark.parametrize("factor_name", ["global", "group"])
+def test_pack_and_unpack_are_inverse_for_constrained_sites(factor_name):
+    graph = build_graph(vector_latents, ["y"], {"group": (2, 3), "obs": (1, 2)})
+    factor = factorize(graph)[factor_name]
+    sim = simulate(jax.random.key(3), graph, factorize(graph), 8)
+    packed = sim.latents[factor_name]
+    values = unpack_factor(packed, factor, graph)
+    if factor_name == "global":
+        np.testing.assert_allclose(values["weights"].sum(-1), 1.0, rtol=1e-5)
+        corr = values["corr"] @ jnp.swapaxes(values["corr"], -1, -2)
+        np.testing.assert_allclose(jnp.diagonal(corr, axis1=-2, axis2=-1), 1.0, rtol=1e-5)
+    else:
+        assert np.all(np.diff(np.asarray(values["cuts"]), axis=-1) > 0)
+    np.testing.assert_allclose(pack_factor(values, factor, graph), packed, rtol=1e-4, atol=1e-5)
