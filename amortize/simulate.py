@@ -96,8 +96,14 @@ def from_canonical(value: jax.Array, site: Site) -> jax.Array:
 def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, jax.Array]:
     """Draw ragged plate sizes as masks.
 
-    For every plate, each instance of its parent draws its own number of
-    instances uniformly in the plate's training range.
+    A top-level plate draws one size per data set, uniformly in its training
+    range. A nested plate first draws, per data set, a sub-range ``[lo, hi]``
+    of its training range (two uniform draws, sorted), then each enclosing
+    instance draws its own size uniformly in ``[lo, hi]``. Balanced designs
+    (every group with the same size, ``lo == hi``) and ragged ones are both
+    common in training, as they are in data; drawing every group's size
+    independently over the whole range would almost never produce, say, ten
+    groups with one observation each.
 
     Returns
     -------
@@ -109,7 +115,14 @@ def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, 
     for k, (name, plate) in zip(keys, graph.plates.items()):
         low, high = plate.size_range
         parent = masks[plate.parent] if plate.parent else jnp.ones((batch_size,), bool)
-        counts = jax.random.randint(k, parent.shape, low, high + 1)
+        range_key, count_key = jax.random.split(k)
+        bounds = jnp.sort(jax.random.randint(range_key, (batch_size, 2), low, high + 1), axis=1)
+        if plate.parent is None:  # one size per data set: uniform over the whole range
+            bounds = jnp.broadcast_to(jnp.array([low, high]), (batch_size, 2))
+        shape = parent.shape
+        lo = bounds[:, 0].reshape((batch_size,) + (1,) * (len(shape) - 1))
+        hi = bounds[:, 1].reshape((batch_size,) + (1,) * (len(shape) - 1))
+        counts = jax.random.randint(count_key, shape, lo, hi + 1)
         mask = jnp.arange(high) < counts[..., None]
         masks[name] = mask & parent[..., None]
     return masks
