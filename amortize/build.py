@@ -109,6 +109,7 @@ class LevelSpec:
     path: tuple[str, ...]
     data: tuple[tuple[str, int], ...]  # (site, features)
     children: tuple[str, ...]
+    max_size: int
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def network_spec(graph: ModelGraph, factorization: Factorization, config: Networ
         return tuple((n, graph.sites[n].event_size) for n in graph.sites_at(level, "data"))
 
     levels = tuple(
-        LevelSpec(name, plate.path, data_at(name), graph.children(name))
+        LevelSpec(name, plate.path, data_at(name), graph.children(name), plate.size_range[1])
         for name, plate in graph.plates.items()
     )
     dims = {f.name: factor_dim(f, graph) for f in factorization}
@@ -175,7 +176,8 @@ class AmortizerNetwork(nnx.Module):
             in_features = sum(f for _, f in level.data) + c.pooled_dim * len(level.children)
             summaries[level.name] = LevelSummary(
                 in_features, embed_dim=c.embed_dim, out_dim=c.pooled_dim, width=c.summary_width,
-                depth=c.summary_depth, kind=c.summary, heads=c.attention_heads, **common)
+                depth=c.summary_depth, kind=c.summary, heads=c.attention_heads,
+                max_size=level.max_size, **common)
         self.summaries = nnx.Dict(summaries)
         root_in = sum(f for _, f in spec.root_data) + c.pooled_dim * len(spec.top_plates)
         self.root = MLP((max(root_in, 1), *(c.summary_width,) * c.summary_depth, c.embed_dim), **common)
@@ -219,7 +221,7 @@ def embed(net: AmortizerNetwork, spec: NetworkSpec, data: dict, masks: dict) -> 
         shape = masks[level.name].shape
         inputs = jnp.concatenate(parts, axis=-1) if parts else jnp.zeros(shape + (0,))
         embeddings[level.name] = net.summaries[level.name].embed(inputs)
-        pooled[level.name] = net.summaries[level.name].pool(embeddings[level.name], masks[level.name])
+        pooled[level.name] = net.summaries[level.name].pool(inputs, embeddings[level.name], masks[level.name])
     parts = [_standardized_data(net, n, data[n]) for n, _ in spec.root_data]
     parts += [pooled[p] for p in spec.top_plates]
     inputs = jnp.concatenate(parts, axis=-1) if parts else jnp.ones((batch, 1))

@@ -7,8 +7,9 @@ A level's summary network has two parts (Zaheer et al. 2017; Lee et al. 2019):
   nested inside it; its output is the instance embedding, which also conditions
   that instance's local factor;
 * a *pooler* that turns the embeddings of all instances inside one parent
-  instance into one vector (masked mean for ``"deepset"``, masked attention for
-  ``"set_transformer"``), appends the instance count, and maps it through ρ.
+  instance into one vector (masked mean and scaled sum for ``"deepset"``,
+  masked attention for ``"set_transformer"``), appends the mean of the raw
+  inputs and the instance count, and maps it through ρ.
 
 Weights are shared over all instances, so the network does not depend on how
 many there are.
@@ -80,15 +81,19 @@ class LevelSummary(nnx.Module):
     kind : {"deepset", "set_transformer"}
     heads : int
         Attention heads (set transformer only).
+    max_size : int
+        Largest trained number of instances; sums are divided by it so that
+        they stay of order one within the trained range.
     """
 
     def __init__(self, in_features: int, *, embed_dim: int, out_dim: int, width: int,
-                 depth: int, kind: str, heads: int, activation: str, rngs: nnx.Rngs):
+                 depth: int, kind: str, heads: int, activation: str, max_size: int, rngs: nnx.Rngs):
         hidden = (width,) * depth
         self.kind = kind
+        self.max_size = max_size
         self.encoder = MLP((max(in_features, 1), *hidden, embed_dim), activation=activation, rngs=rngs)
         if kind == "deepset":
-            pooled_width = embed_dim
+            pooled_width = 2 * embed_dim
         elif kind == "set_transformer":
             pooled_width = width
             self.inner = nnx.Linear(embed_dim, width, rngs=rngs)
@@ -97,20 +102,39 @@ class LevelSummary(nnx.Module):
             self.seed = nnx.Param(jax.random.normal(rngs.params(), (1, width)) * 0.1)
         else:
             raise ValueError(f"Unknown summary network kind {kind!r}; use 'deepset' or 'set_transformer'.")
-        self.outer = MLP((pooled_width + 2, *hidden, out_dim), activation=activation, rngs=rngs)
+        self.in_features = max(in_features, 1)
+        self.outer = MLP((pooled_width + self.in_features + 2, *hidden, out_dim),
+                         activation=activation, rngs=rngs)
         self.activation = activation
 
     def embed(self, inputs: jax.Array) -> jax.Array:
         """Instance embeddings: ``(..., n, in_features)`` → ``(..., n, embed_dim)``."""
-        if inputs.shape[-1] == 0:
-            inputs = jnp.zeros(inputs.shape[:-1] + (1,), inputs.dtype)
-        return self.encoder(inputs)
+        return self.encoder(_nonempty(inputs))
 
-    def pool(self, embeddings: jax.Array, mask: jax.Array) -> jax.Array:
-        """Pool instances: ``(..., n, embed_dim)``, mask ``(..., n)`` → ``(..., out_dim)``."""
+    def pool(self, inputs: jax.Array, embeddings: jax.Array, mask: jax.Array) -> jax.Array:
+        """Pool instances into one vector per enclosing instance.
+
+        Parameters
+        ----------
+        inputs : ``(..., n, in_features)``
+            The instances' inputs; their masked mean is passed on as is (a skip
+            connection: for data it is the sample mean, which the embedding
+            would otherwise have to learn to carry exactly).
+        embeddings : ``(..., n, embed_dim)``
+        mask : ``(..., n)``
+
+        Returns
+        -------
+        ``(..., out_dim)``
+        """
         act = ACTIVATIONS[self.activation]
         if self.kind == "deepset":
-            pooled = masked_mean(act(embeddings), mask)
+            features = act(embeddings)
+            # Mean and scaled sum: many posteriors depend on sums over instances
+            # (precisions add up), which a mean and a count give only through a
+            # product the network would have to learn.
+            total = jnp.sum(features * mask[..., None], axis=-2) / self.max_size
+            pooled = jnp.concatenate([masked_mean(features, mask), total], axis=-1)
         else:
             h = self.inner(embeddings)
             lead = h.shape[:-2]
@@ -122,4 +146,12 @@ class LevelSummary(nnx.Module):
             # An empty set (padded parent instance) attends to nothing: zero it.
             pooled = jnp.where(flat_mask.any(-1, keepdims=True), pooled, 0.0)
             pooled = pooled.reshape(lead + (pooled.shape[-1],))
-        return self.outer(jnp.concatenate([pooled, count_features(mask)], axis=-1))
+        raw_mean = masked_mean(_nonempty(inputs), mask)
+        return self.outer(jnp.concatenate([pooled, raw_mean, count_features(mask)], axis=-1))
+
+
+def _nonempty(inputs: jax.Array) -> jax.Array:
+    """A level with no inputs gets one constant zero feature."""
+    if inputs.shape[-1] == 0:
+        return jnp.zeros(inputs.shape[:-1] + (1,), inputs.dtype)
+    return inputs

@@ -13,15 +13,15 @@ from amortize.networks.summary import count_features, masked_mean
 @pytest.mark.parametrize("kind", ["deepset", "set_transformer"])
 def test_pooling_is_permutation_invariant_and_ignores_padding(kind):
     net = LevelSummary(3, embed_dim=8, out_dim=5, width=16, depth=2, kind=kind, heads=2,
-                       activation="silu", rngs=nnx.Rngs(0))
+                       activation="silu", max_size=7, rngs=nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(0), (2, 7, 3))
     mask = jnp.array([[True] * 4 + [False] * 3, [True] * 7])
-    pooled = net.pool(net.embed(x), mask)
+    pooled = net.pool(x, net.embed(x), mask)
     perm = jnp.array([2, 0, 3, 1, 4, 5, 6])  # permutes the real instances of the first set
-    permuted = net.pool(net.embed(x[:, perm]), mask[:, perm])
+    permuted = net.pool(x[:, perm], net.embed(x[:, perm]), mask[:, perm])
     np.testing.assert_allclose(pooled, permuted, rtol=1e-5, atol=1e-5)
     garbage = x.at[0, 4:].set(1e3)  # padded values must not matter
-    np.testing.assert_allclose(net.pool(net.embed(garbage), mask), pooled, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(net.pool(garbage, net.embed(garbage), mask), pooled, rtol=1e-5, atol=1e-5)
 
 
 def test_count_features_give_back_the_number_of_instances():
