@@ -63,15 +63,15 @@ def to_datatree(
     observed = {}
     for name in graph.data_names:
         site = graph.sites[name]
-        values = np.stack(prepared.values[name]) if site.path else prepared.values[name][0]
-        observed[name] = values
+        observed[name] = prepared.values[name] if site.path else prepared.values[name][0]
         dims[name] = _dims(name, site, len(site.event_shape))
     coords = {plate: prepared.labels[plate] for plate in graph.plates}
     tree = az.from_dict(
         {"posterior": posterior, "observed_data": observed},
         dims=dims,
         coords=coords,
-        attrs={"inference_library": "amortize", **(attrs or {})},
+        attrs={group: {"inference_library": "amortize", **(attrs or {})}
+               for group in ("posterior", "observed_data")},
     )
     for plate, p in graph.plates.items():
         if p.parent is None:

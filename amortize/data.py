@@ -44,8 +44,9 @@ class PreparedData:
         Coordinate label of every real instance.
     parent_labels : dict of plate → array ``(n_instances,)`` or None
         Label of each instance's enclosing instance (None for top-level plates).
-    values : dict of site → list
-        The observed values per real instance, in instance order, shaped ``(*event)``.
+    values : dict of site → array
+        The observed values of the real instances, in instance order:
+        ``(n_instances, *event)``, or ``(1, *event)`` for a global site.
     """
 
     data: dict
@@ -259,23 +260,26 @@ def prepare_data(
     for name in graph.data_names:
         site = graph.sites[name]
         shape = tuple(padded_sizes[p] for p in site.path)
-        array = np.zeros(shape + (site.event_size,), np.float32)
-        collected = []
+        array = np.zeros(shape + (site.event_size,), np.float64)
         if site.path:
-            _fill_values(array, nested_by_site[name], len(site.path), (), collected, site.event_size)
+            _fill_values(array, nested_by_site[name], len(site.path), ())
+            rows = array[masks[site.path[-1]][0]]  # real instances, in instance order
         else:
-            collected.append(nested_by_site[name].reshape(site.event_size))
-            array[...] = collected[0]
-        finite = [np.all(np.isfinite(v)) for v in collected]
-        if not all(finite):
-            bad = finite.index(False)
-            where = f" (instance {tuple(int(i) for i in instances[site.path[-1]][bad])} of {', '.join(site.path)})" if site.path else ""
+            array[...] = nested_by_site[name].reshape(site.event_size)
+            rows = array[None]
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
+            bad = int(np.argmin(finite))
+            where = ""
+            if site.path:
+                position = tuple(int(i) for i in instances[site.path[-1]][bad])
+                where = f" (instance {position} of {', '.join(site.path)})"
             raise DataError(
                 f"Data for site `{name}` contains NaN or inf{where}. Remove or impute those "
                 f"values; missing observations can be left out of a ragged group instead."
             )
-        out_data[name] = array[None]
-        values[name] = [np.asarray(v, np.float64).reshape(site.event_shape) for v in collected]
+        out_data[name] = array.astype(np.float32)[None]
+        values[name] = rows.reshape((rows.shape[0],) + tuple(site.event_shape))
 
     labels, parent_labels = {}, {}
     coords = dict(coords or {})
@@ -315,14 +319,13 @@ def _fill_mask(mask, counts, prefix):
         mask[prefix + (slice(0, int(counts)),)] = True
 
 
-def _fill_values(array, nested, depth, prefix, collected, event_size):
+def _fill_values(array, nested, depth, prefix):
     if depth == 1:
-        block = np.asarray(nested, np.float64).reshape(len(nested), event_size) if len(nested) else np.zeros((0, event_size))
+        block = np.asarray(nested, np.float64).reshape(len(nested), array.shape[-1])
         array[prefix + (slice(0, block.shape[0]),)] = block
-        collected.extend(block)
         return
     for i, child in enumerate(nested):
-        _fill_values(array, child, depth - 1, prefix + (i,), collected, event_size)
+        _fill_values(array, child, depth - 1, prefix + (i,))
 
 
 def padded_bucket(size: int) -> int:

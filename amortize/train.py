@@ -214,7 +214,7 @@ def fit_network(
             raise ValueError(f"simulation_budget={simulation_budget} is smaller than batch_size={batch_size}.")
         store = jax.device_put(simulate_in_chunks(data_key, graph, factorization, simulation_budget))
 
-    def step(carry, step_input):
+    def step(carry, step_input, store):
         params, opt_state = carry
         step_input, active = step_input
         if store is None:
@@ -232,8 +232,12 @@ def fit_network(
         carry = (keep(new_params, params), keep(new_opt_state, opt_state))
         return carry, (loss, ~finite, jnp.sum(~sim.valid))
 
-    run_chunk = jax.jit(lambda carry, inputs: jax.lax.scan(step, carry, inputs), donate_argnums=0)
-    evaluate = jax.jit(lambda params: _loss(params, rest, graphdef, spec, validation))
+    # Simulated data enter as arguments, never as closure constants, so XLA
+    # neither copies them into the executable nor constant-folds them.
+    run_chunk = jax.jit(
+        lambda carry, inputs, store: jax.lax.scan(lambda c, x: step(c, x, store), carry, inputs),
+        donate_argnums=0)
+    evaluate = jax.jit(lambda params, validation: _loss(params, rest, graphdef, spec, validation))
 
     every = config.validation_every or max(config.steps_per_call, steps // 20)
     history = {"step": [], "loss": [], "skipped": [], "invalid": [], "val_step": [], "val_loss": []}
@@ -260,7 +264,7 @@ def fit_network(
                 inputs = jnp.asarray(order[: chunk * batch_size].reshape(chunk, batch_size))
                 order = order[n * batch_size :]
             active = jnp.arange(chunk) < n
-            carry, (losses, skipped, invalid) = run_chunk(carry, (inputs, active))
+            carry, (losses, skipped, invalid) = run_chunk(carry, (inputs, active), store)
             losses, skipped, invalid = (np.asarray(x)[:n] for x in (losses, skipped, invalid))
             for i in range(n):
                 consecutive = consecutive + 1 if skipped[i] else 0
@@ -277,7 +281,7 @@ def fit_network(
             history["invalid"].extend(invalid.tolist())
             done += n
             if done >= next_eval or done == steps:
-                val, val_parts = evaluate(carry[0])
+                val, val_parts = evaluate(carry[0], validation)
                 history["val_step"].append(done)
                 history["val_loss"].append(float(val))
                 for name, value in val_parts.items():
