@@ -9,22 +9,13 @@ import pytest
 
 import amortize as am
 from amortize.models import conjugate_normal
+from amortize.models.hierarchical_normal import model as two_level  # noqa: F401 (used by tests)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 #: Training ranges of the conjugate model in the accuracy tests.
 CONJUGATE_SIZES = {"group": (2, 10), "obs": (1, 10)}
-
-
-def two_level(n_group, n_obs, y=None):
-    mu = numpyro.sample("mu", dist.Normal(0, 1))
-    tau = numpyro.sample("tau", dist.HalfNormal(1))
-    sigma = numpyro.sample("sigma", dist.HalfNormal(1))
-    with numpyro.plate("group", n_group, dim=-2):
-        theta = numpyro.sample("theta", dist.Normal(mu, tau))
-        with numpyro.plate("obs", n_obs, dim=-1):
-            numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
 
 
 def three_level(n_region, n_county, n_house, y=None):

@@ -208,7 +208,8 @@ def constrained_sites(n_group, n_obs, y=None):
 
 def test_every_support_comes_back_constrained():
     amortizer = am.compile(constrained_sites, data=["y"], sizes={"group": (2, 4), "obs": (2, 5)},
-                           network=am.NetworkConfig(summary_width=16, flow_hidden=16, flow_layers=2))
+                           network=am.NetworkConfig(summary="set_transformer", summary_width=16,
+                                                    flow_hidden=16, flow_layers=2))
     amortizer.fit(steps=30, batch_size=16, seed=0, progress=False)
     tree = amortizer.sample({"y": np.zeros((3, 4))}, num_samples=400, seed=0)
     post = tree["posterior"]
