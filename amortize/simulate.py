@@ -97,13 +97,13 @@ def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, 
     """Draw ragged plate sizes as masks.
 
     A top-level plate draws one size per data set, uniformly in its training
-    range. A nested plate first draws, per data set, a sub-range ``[lo, hi]``
-    of its training range (two uniform draws, sorted), then each enclosing
-    instance draws its own size uniformly in ``[lo, hi]``. Balanced designs
-    (every group with the same size, ``lo == hi``) and ragged ones are both
-    common in training, as they are in data; drawing every group's size
-    independently over the whole range would almost never produce, say, ten
-    groups with one observation each.
+    range. For a nested plate, half the data sets let each enclosing instance
+    draw its size uniformly over the whole range (strongly unbalanced designs);
+    the other half first draw a sub-range ``[lo, hi]`` (two uniform draws,
+    sorted) and draw every instance's size in it. Balanced designs (``lo ==
+    hi``, e.g. ten groups of one observation) and unbalanced ones are then both
+    common in training, as they are in data; independent sizes alone would
+    almost never produce a balanced design.
 
     Returns
     -------
@@ -116,9 +116,14 @@ def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, 
         low, high = plate.size_range
         parent = masks[plate.parent] if plate.parent else jnp.ones((batch_size,), bool)
         range_key, count_key = jax.random.split(k)
-        bounds = jnp.sort(jax.random.randint(range_key, (batch_size, 2), low, high + 1), axis=1)
+        bound_key, scheme_key = jax.random.split(range_key)
+        bounds = jnp.sort(jax.random.randint(bound_key, (batch_size, 2), low, high + 1), axis=1)
+        whole = jnp.broadcast_to(jnp.array([low, high]), (batch_size, 2))
         if plate.parent is None:  # one size per data set: uniform over the whole range
-            bounds = jnp.broadcast_to(jnp.array([low, high]), (batch_size, 2))
+            bounds = whole
+        else:  # half the data sets draw every instance's size over the whole range
+            use_whole = jax.random.bernoulli(scheme_key, 0.5, (batch_size, 1))
+            bounds = jnp.where(use_whole, whole, bounds)
         shape = parent.shape
         lo = bounds[:, 0].reshape((batch_size,) + (1,) * (len(shape) - 1))
         hi = bounds[:, 1].reshape((batch_size,) + (1,) * (len(shape) - 1))
