@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 #: Training ranges of the conjugate model in the accuracy tests.
-CONJUGATE_SIZES = {"group": (2, 10), "obs": (1, 10)}
+CONJUGATE_SIZES = {"group": (2, 6), "obs": (1, 6)}
 
 
 def three_level(n_region, n_county, n_house, y=None):
@@ -31,9 +31,9 @@ def three_level(n_region, n_county, n_house, y=None):
 
 @pytest.fixture(scope="session")
 def trained_conjugate():
-    """The conjugate two-level model, trained once per test session (about 3 minutes on 2 cores)."""
+    """The conjugate two-level model, trained once per test session (about 4 minutes on 2 cores)."""
     amortizer = am.compile(conjugate_normal.model, data=["y"], sizes=CONJUGATE_SIZES)
-    amortizer.fit(steps=4000, batch_size=64, seed=0, progress=False)
+    amortizer.fit(steps=6000, batch_size=64, seed=0, progress=False)
     return amortizer
 
 
