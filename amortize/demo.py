@@ -45,7 +45,7 @@ def find_shared_data() -> Path | None:
     return None
 
 
-def run_demo(out: str | Path = "amortize-demo", steps: int = 3000, batch_size: int = 128,
+def run_demo(out: str | Path = "amortize-demo", steps: int = 1500, batch_size: int = 64,
              seed: int = 0, num_samples: int = 4000, progress: bool = True) -> dict:
     """Train on eight schools simulations, sample the real data, write results.
 
