@@ -116,14 +116,13 @@ def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, 
         low, high = plate.size_range
         parent = masks[plate.parent] if plate.parent else jnp.ones((batch_size,), bool)
         range_key, count_key = jax.random.split(k)
-        bound_key, scheme_key = jax.random.split(range_key)
-        bounds = jnp.sort(jax.random.randint(bound_key, (batch_size, 2), low, high + 1), axis=1)
         whole = jnp.broadcast_to(jnp.array([low, high]), (batch_size, 2))
-        if plate.parent is None:  # one size per data set: uniform over the whole range
-            bounds = whole
-        else:  # half the data sets draw every instance's size over the whole range
+        bounds = whole  # a top-level plate: one size per data set over the whole range
+        if plate.parent is not None:  # half the data sets draw sizes in a sub-range
+            bound_key, scheme_key = jax.random.split(range_key)
+            sub = jnp.sort(jax.random.randint(bound_key, (batch_size, 2), low, high + 1), axis=1)
             use_whole = jax.random.bernoulli(scheme_key, 0.5, (batch_size, 1))
-            bounds = jnp.where(use_whole, whole, bounds)
+            bounds = jnp.where(use_whole, whole, sub)
         shape = parent.shape
         lo = bounds[:, 0].reshape((batch_size,) + (1,) * (len(shape) - 1))
         hi = bounds[:, 1].reshape((batch_size,) + (1,) * (len(shape) - 1))

@@ -102,8 +102,8 @@ class LevelSummary(nnx.Module):
             self.seed = nnx.Param(jax.random.normal(rngs.params(), (1, width)) * 0.1)
         else:
             raise ValueError(f"Unknown summary network kind {kind!r}; use 'deepset' or 'set_transformer'.")
-        self.in_features = max(in_features, 1)
-        self.outer = MLP((pooled_width + self.in_features + 2, *hidden, out_dim),
+        # ρ sees the pooled embeddings, the raw input mean and the two count features.
+        self.outer = MLP((pooled_width + max(in_features, 1) + 2, *hidden, out_dim),
                          activation=activation, rngs=rngs)
         self.activation = activation
 
