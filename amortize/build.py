@@ -62,6 +62,11 @@ class NetworkConfig:
     spline_bound : float
         Splines act on [-bound, bound] in standardized units (linear outside).
     activation : {"gelu", "silu", "relu", "tanh"}
+    local_flow, local_flow_hidden, local_flow_depth : optional
+        Kind, width and depth of the flows of local factors (those inside a
+        plate), when they should differ from the global ones (default: the
+        same). Sampling cost is dominated by local flows (one pass per draw
+        and instance), so a lean local flow buys latency where it costs least.
     """
 
     summary: str = "deepset"
@@ -77,12 +82,21 @@ class NetworkConfig:
     spline_bins: int = 8
     spline_bound: float = 5.0
     activation: str = "silu"
+    local_flow: str | None = None
+    local_flow_hidden: int | None = None
+    local_flow_depth: int | None = None
 
     def __post_init__(self):
         if self.summary not in ("deepset", "set_transformer"):
             raise ValueError(f"NetworkConfig.summary={self.summary!r}; use 'deepset' or 'set_transformer'.")
-        if self.flow not in ("spline", "affine"):
-            raise ValueError(f"NetworkConfig.flow={self.flow!r}; use 'spline' or 'affine'.")
+        for name in ("flow", "local_flow"):
+            value = getattr(self, name)
+            if value not in ("spline", "affine") and not (name == "local_flow" and value is None):
+                raise ValueError(f"NetworkConfig.{name}={value!r}; use 'spline' or 'affine'.")
+        if self.local_flow_hidden is not None and self.local_flow_hidden < 1:
+            raise ValueError(f"NetworkConfig.local_flow_hidden must be positive; got {self.local_flow_hidden}.")
+        if self.local_flow_depth is not None and self.local_flow_depth < 0:
+            raise ValueError(f"NetworkConfig.local_flow_depth must be >= 0; got {self.local_flow_depth}.")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"NetworkConfig.activation={self.activation!r}; use one of {sorted(ACTIVATIONS)}.")
         for name in ("summary_width", "summary_depth", "embed_dim", "pooled_dim",
@@ -101,6 +115,30 @@ class NetworkConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def flow_settings(self, local: bool) -> tuple[str, int, int]:
+        """(kind, hidden, depth) of a global (``local=False``) or local factor's flow."""
+        if not local:
+            return self.flow, self.flow_hidden, self.flow_depth
+        return (self.local_flow or self.flow,
+                self.flow_hidden if self.local_flow_hidden is None else self.local_flow_hidden,
+                self.flow_depth if self.local_flow_depth is None else self.local_flow_depth)
+
+    @classmethod
+    def fast(cls, **overrides) -> "NetworkConfig":
+        """Latency-first preset: lean affine flows for local factors, splines for global ones.
+
+        Sampling a data set runs the local flow once per draw and instance
+        (50,000 passes for 1000 draws of 50 groups) and the global flow once per
+        draw, so the local flows set the latency: ``local_flow="affine",
+        local_flow_hidden=32, local_flow_depth=0``, and ReLU activations (no
+        exponentials on those 50,000 passes). See docs/performance.md for the
+        measured figures. Affine coupling is less flexible than splines; check
+        the local posteriors (SBC, :mod:`amortize.diagnostics`) before relying
+        on it for strongly non-Gaussian group parameters.
+        """
+        return cls(**{"local_flow": "affine", "local_flow_hidden": 32, "local_flow_depth": 0,
+                      "activation": "relu", **overrides})
 
 
 @dataclass(frozen=True)
@@ -172,20 +210,22 @@ class AmortizerNetwork(nnx.Module):
         c = spec.config
         common = dict(activation=c.activation, rngs=rngs)
         summaries = {}
-        for level in spec.levels:
-            in_features = sum(f for _, f in level.data) + c.pooled_dim * len(level.children)
+        for level in reversed(spec.levels):  # children first: their output widths are inputs here
+            in_features = sum(f for _, f in level.data) + sum(
+                summaries[child].out_features for child in level.children)
             summaries[level.name] = LevelSummary(
                 in_features, embed_dim=c.embed_dim, out_dim=c.pooled_dim, width=c.summary_width,
                 depth=c.summary_depth, kind=c.summary, heads=c.attention_heads,
                 max_size=level.max_size, **common)
-        self.summaries = nnx.Dict(summaries)
-        root_in = sum(f for _, f in spec.root_data) + c.pooled_dim * len(spec.top_plates)
+        self.summaries = nnx.Dict({level.name: summaries[level.name] for level in spec.levels})
+        root_in = sum(f for _, f in spec.root_data) + sum(summaries[p].out_features for p in spec.top_plates)
         self.root = MLP((max(root_in, 1), *(c.summary_width,) * c.summary_depth, c.embed_dim), **common)
         flows = {}
         for factor in spec.factors:
             context_dims = (c.embed_dim, *(d for _, d in factor.parent_factors))
+            kind, hidden, depth = c.flow_settings(local=factor.level is not None)
             flows[factor.name] = ConditionalFlow(
-                factor.dim, context_dims, layers=c.flow_layers, hidden=c.flow_hidden, depth=c.flow_depth, kind=c.flow,
+                factor.dim, context_dims, layers=c.flow_layers, hidden=hidden, depth=depth, kind=kind,
                 bins=c.spline_bins, bound=c.spline_bound, **common)
         self.flows = nnx.Dict(flows)
         sites = dict(spec.root_data) | {n: f for lv in spec.levels for n, f in lv.data}

@@ -8,8 +8,8 @@ A level's summary network has two parts (Zaheer et al. 2017; Lee et al. 2019):
   that instance's local factor;
 * a *pooler* that turns the embeddings of all instances inside one parent
   instance into one vector (masked mean and scaled sum for ``"deepset"``,
-  masked attention for ``"set_transformer"``), appends the mean of the raw
-  inputs and the instance count, and maps it through ρ.
+  masked attention for ``"set_transformer"``), appends the mean and standard
+  deviation of the raw inputs and the instance count, and maps it through ρ.
 
 Weights are shared over all instances, so the network does not depend on how
 many there are.
@@ -23,7 +23,7 @@ from flax import nnx
 
 from amortize.networks.mlp import ACTIVATIONS, MLP
 
-__all__ = ["LevelSummary", "masked_mean", "count_features"]
+__all__ = ["LevelSummary", "masked_mean", "masked_sd", "count_features"]
 
 _NEG = -1e9
 
@@ -34,6 +34,17 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     total = jnp.sum(x * weights, axis=-2)
     count = jnp.maximum(jnp.sum(weights, axis=-2), 1.0)
     return total / count
+
+
+def masked_sd(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Standard deviation (divisor n) of ``x (..., n, f)`` over ``n`` where ``mask (..., n)``.
+
+    Zero for sets of fewer than two instances. The small floor inside the
+    square root keeps the gradient finite at zero spread.
+    """
+    mean = masked_mean(x, mask)
+    variance = masked_mean((x - mean[..., None, :]) ** 2, mask)
+    return jnp.sqrt(variance + 1e-6) - 1e-3
 
 
 def count_features(mask: jax.Array) -> jax.Array:
@@ -75,7 +86,8 @@ class LevelSummary(nnx.Module):
     embed_dim : int
         Width of the instance embedding.
     out_dim : int
-        Width of the pooled summary handed to the parent level.
+        Width of ρ's output; the summary handed to the parent level also
+        carries the raw inputs' mean and sd (see :attr:`out_features`).
     width : int
         Hidden width.
     kind : {"deepset", "set_transformer"}
@@ -102,10 +114,11 @@ class LevelSummary(nnx.Module):
             self.seed = nnx.Param(jax.random.normal(rngs.params(), (1, width)) * 0.1)
         else:
             raise ValueError(f"Unknown summary network kind {kind!r}; use 'deepset' or 'set_transformer'.")
-        # ρ sees the pooled embeddings, the raw input mean and the two count features.
-        self.outer = MLP((pooled_width + max(in_features, 1) + 2, *hidden, out_dim),
+        # ρ sees the pooled embeddings, the raw input mean and sd and the two count features.
+        self.outer = MLP((pooled_width + 2 * max(in_features, 1) + 2, *hidden, out_dim),
                          activation=activation, rngs=rngs)
         self.activation = activation
+        self.out_features = out_dim + 2 * max(in_features, 1)
 
     def embed(self, inputs: jax.Array) -> jax.Array:
         """Instance embeddings: ``(..., n, in_features)`` → ``(..., n, embed_dim)``."""
@@ -117,15 +130,19 @@ class LevelSummary(nnx.Module):
         Parameters
         ----------
         inputs : ``(..., n, in_features)``
-            The instances' inputs; their masked mean is passed on as is (a skip
-            connection: for data it is the sample mean, which the embedding
-            would otherwise have to learn to carry exactly).
+            The instances' inputs; their masked mean and standard deviation
+            are passed on as is (a skip connection: for data they are the
+            sample mean and spread, which location and scale parameters depend
+            on and which the embedding would otherwise have to learn to carry
+            exactly).
         embeddings : ``(..., n, embed_dim)``
         mask : ``(..., n)``
 
         Returns
         -------
-        ``(..., out_dim)``
+        ``(..., out_features)``
+            ρ's output (``out_dim``) followed by the raw inputs' masked mean and
+            sd (``in_features`` each).
         """
         act = ACTIVATIONS[self.activation]
         if self.kind == "deepset":
@@ -146,8 +163,13 @@ class LevelSummary(nnx.Module):
             # An empty set (padded parent instance) attends to nothing: zero it.
             pooled = jnp.where(flat_mask.any(-1, keepdims=True), pooled, 0.0)
             pooled = pooled.reshape(lead + (pooled.shape[-1],))
-        raw_mean = masked_mean(_nonempty(inputs), mask)
-        return self.outer(jnp.concatenate([pooled, raw_mean, count_features(mask)], axis=-1))
+        raw = _nonempty(inputs)
+        moments = [masked_mean(raw, mask), masked_sd(raw, mask)]
+        summary = self.outer(jnp.concatenate([pooled, *moments, count_features(mask)], axis=-1))
+        # The raw moments also bypass ρ on the way up: a parent level sees, e.g.,
+        # each group's exact sample mean and sd, whatever ρ learned to keep
+        # (ρ is shared with the local factors, whose gradients dominate).
+        return jnp.concatenate([summary, *moments], axis=-1)
 
 
 def _nonempty(inputs: jax.Array) -> jax.Array:

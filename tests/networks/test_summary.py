@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from amortize.networks import LevelSummary
-from amortize.networks.summary import count_features, masked_mean
+from amortize.networks.summary import count_features, masked_mean, masked_sd
 
 
 @pytest.mark.parametrize("kind", ["deepset", "set_transformer"])
@@ -30,3 +30,10 @@ def test_count_features_give_back_the_number_of_instances():
     np.testing.assert_allclose(features[:, 0], np.log1p([2, 0, 3]), rtol=1e-6)
     np.testing.assert_allclose(features[:, 1], [2 ** -0.5, 0.0, 3 ** -0.5], rtol=1e-6)
     np.testing.assert_allclose(masked_mean(jnp.ones((3, 3, 1)), mask)[:, 0], [1.0, 0.0, 1.0])
+
+
+def test_masked_sd_is_the_spread_of_the_real_instances():
+    x = jnp.array([[[1.0], [3.0], [100.0]], [[2.0], [5.0], [7.0]], [[4.0], [-9.0], [9.0]]])
+    mask = jnp.array([[True, True, False], [True, True, True], [True, False, False]])
+    expected = [1.0, np.std([2.0, 5.0, 7.0]), 0.0]
+    np.testing.assert_allclose(np.asarray(masked_sd(x, mask))[:, 0], expected, atol=2e-3)
