@@ -2,7 +2,8 @@
 
 The flow maps a standard normal ``z`` to ``x`` through coupling layers
 (``distrax.MaskedCoupling``) whose element-wise bijectors are rational-quadratic
-splines (Durkan et al. 2019) or affine maps (Dinh et al. 2017), followed by a
+splines (Durkan et al. 2019; a leaner implementation of distrax's bijector,
+:class:`RationalQuadraticSpline`) or affine maps (Dinh et al. 2017), followed by a
 conditional element-wise affine layer that carries location and scale. Every
 conditioner sees the context (summary embedding and conditioning latents);
 for ``dim == 1`` the coupling masks are empty, so each layer is an element-wise
@@ -24,9 +25,92 @@ from flax import nnx
 
 from amortize.networks.mlp import ACTIVATIONS, MLP
 
-__all__ = ["ConditionalFlow", "coupling_mask"]
+__all__ = ["ConditionalFlow", "RationalQuadraticSpline", "coupling_mask"]
 
 _LOG_2PI = math.log(2 * math.pi)
+
+
+_MIN_BIN = 1e-4
+_MIN_SLOPE = 1e-4
+
+
+class RationalQuadraticSpline(distrax.Bijector):
+    """Element-wise rational-quadratic spline on [-bound, bound], linear outside.
+
+    The same bijector as ``distrax.RationalQuadraticSpline`` (Durkan et al.
+    2019; equal up to float rounding, checked in the tests) with the bin lookup
+    written as one index per value (``take_along_axis``) instead of a
+    per-value ``vectorize`` over one-hot masks, which XLA compiles into far
+    fewer kernels: about half the time on 50,000 values and much less overhead
+    on small batches on a CPU.
+
+    Parameters
+    ----------
+    params : ``(..., 3 * bins + 1)``
+        Unnormalized bin widths, bin heights and knot slopes.
+    bound : float
+    """
+
+    def __init__(self, params: jax.Array, bound: float):
+        super().__init__(event_ndims_in=0)
+        bins = (params.shape[-1] - 1) // 3
+        total = 2.0 * bound
+        self.bins, self.bound = bins, bound
+        self.widths = jax.nn.softmax(params[..., :bins], -1) * (total - bins * _MIN_BIN) + _MIN_BIN
+        self.heights = jax.nn.softmax(params[..., bins:2 * bins], -1) * (total - bins * _MIN_BIN) + _MIN_BIN
+        offset = math.log(math.expm1(1.0 - _MIN_SLOPE))  # slope 1 at zero input
+        self.slopes = jax.nn.softplus(params[..., 2 * bins:] + offset) + _MIN_SLOPE
+        # Knot positions as a matrix product (cumsum with a leading zero).
+        cumulative = jnp.asarray(np.triu(np.ones((bins, bins + 1)), 1), params.dtype)
+        self.x_knots = -bound + self.widths @ cumulative
+        self.y_knots = -bound + self.heights @ cumulative
+
+    def _bin(self, knots, value):
+        index = jnp.sum(value[..., None] >= knots[..., 1:-1], axis=-1)
+        pick = lambda a, i=index: jnp.take_along_axis(a, i[..., None], -1)[..., 0]  # noqa: E731
+        return (pick(self.x_knots), pick(self.y_knots), pick(self.widths), pick(self.heights),
+                pick(self.slopes), pick(self.slopes, index + 1))
+
+    @staticmethod
+    def _log_det(z, s, d0, d1):
+        z1mz = z * (1.0 - z)
+        denominator = s + (d0 + d1 - 2.0 * s) * z1mz
+        return (2.0 * jnp.log(s) + jnp.log(d1 * z * z + 2.0 * s * z1mz + d0 * (1.0 - z) ** 2)
+                - 2.0 * jnp.log(denominator))
+
+    def _tails(self, value, inner, inner_log_det, knots_in, knots_out, inverse):
+        below, above = value <= -self.bound, value >= self.bound
+        first, last = self.slopes[..., 0], self.slopes[..., -1]
+        if inverse:
+            low = (value + self.bound) / first - self.bound
+            high = (value - self.bound) / last + self.bound
+            tail_log_det = jnp.where(below, -jnp.log(first), -jnp.log(last))
+        else:
+            low = (value + self.bound) * first - self.bound
+            high = (value - self.bound) * last + self.bound
+            tail_log_det = jnp.where(below, jnp.log(first), jnp.log(last))
+        out = jnp.where(below, low, jnp.where(above, high, inner))
+        return out, jnp.where(below | above, tail_log_det, inner_log_det)
+
+    def forward_and_log_det(self, x):
+        x0, y0, w, h, d0, d1 = self._bin(self.x_knots, x)
+        s = h / w
+        z = jnp.clip((x - x0) / w, 0.0, 1.0)
+        z1mz = z * (1.0 - z)
+        y = y0 + h * (s * z * z + d0 * z1mz) / (s + (d0 + d1 - 2.0 * s) * z1mz)
+        return self._tails(x, y, self._log_det(z, s, d0, d1), self.x_knots, self.y_knots, inverse=False)
+
+    def inverse_and_log_det(self, y):
+        x0, y0, w, h, d0, d1 = self._bin(self.y_knots, y)
+        s = h / w
+        dy = y - y0
+        a = h * (s - d0) + dy * (d1 + d0 - 2.0 * s)
+        b = h * d0 - dy * (d1 + d0 - 2.0 * s)
+        c = -s * dy
+        discriminant = jnp.maximum(b * b - 4.0 * a * c, 0.0)
+        z = jnp.clip(2.0 * c / (-b - jnp.sqrt(discriminant)), 0.0, 1.0)
+        x = z * w + x0
+        return self._tails(y, x, -self._log_det(z, s, d0, d1), self.y_knots, self.x_knots, inverse=True)
 
 
 def coupling_mask(dim: int, layer: int) -> np.ndarray:
@@ -134,7 +218,7 @@ class ConditionalFlow(nnx.Module):
 
     def _elementwise(self, params):
         if self.kind == "spline":
-            return distrax.RationalQuadraticSpline(params, range_min=-self.bound, range_max=self.bound)
+            return RationalQuadraticSpline(params, self.bound)
         return self._affine(params)
 
     @staticmethod

@@ -1,0 +1,34 @@
+"""Network configuration: validation and presets."""
+
+import pytest
+
+import amortize as am
+
+
+def test_fast_preset_makes_local_flows_lean_and_keeps_global_splines():
+    fast = am.NetworkConfig.fast()
+    assert fast.flow_settings(local=True) == ("affine", 32, 0)
+    assert fast.flow_settings(local=False) == ("spline", 64, 1)
+    assert am.NetworkConfig.fast(flow_layers=6).flow_layers == 6
+    assert am.NetworkConfig().flow_settings(local=True) == am.NetworkConfig().flow_settings(local=False)
+
+
+def test_the_network_follows_the_local_settings():
+    from amortize.build import AmortizerNetwork
+    from flax import nnx
+    from tests.conftest import two_level
+
+    amortizer = am.compile(two_level, data=["y"], sizes={"group": (2, 5), "obs": (1, 4)},
+                           network=am.NetworkConfig.fast())
+    net = AmortizerNetwork(amortizer.spec, rngs=nnx.Rngs(0))
+    assert (net.flows["group"].kind, net.flows["group"].hidden) == ("affine", 32)
+    assert (net.flows["global"].kind, net.flows["global"].hidden) == ("spline", 64)
+
+
+def test_invalid_configuration_names_the_field():
+    with pytest.raises(ValueError, match="flow_depth"):
+        am.NetworkConfig(flow_depth=-1)
+    with pytest.raises(ValueError, match="summary="):
+        am.NetworkConfig(summary="lstm")
+    with pytest.raises(ValueError, match="local_flow="):
+        am.NetworkConfig(local_flow="glow")
