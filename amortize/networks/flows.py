@@ -103,14 +103,31 @@ class RationalQuadraticSpline(distrax.Bijector):
     def inverse_and_log_det(self, y):
         x0, y0, w, h, d0, d1 = self._bin(self.y_knots, y)
         s = h / w
-        dy = y - y0
-        a = h * (s - d0) + dy * (d1 + d0 - 2.0 * s)
-        b = h * d0 - dy * (d1 + d0 - 2.0 * s)
-        c = -s * dy
-        discriminant = jnp.maximum(b * b - 4.0 * a * c, 0.0)
-        z = jnp.clip(2.0 * c / (-b - jnp.sqrt(discriminant)), 0.0, 1.0)
+        # Position within the bin, clipped: values outside [-bound, bound] take
+        # the linear tails, and the unused spline branch must stay finite (its
+        # gradient would otherwise be NaN even where it is not selected).
+        t = jnp.clip((y - y0) / h, 0.0, 1.0)
+        c = -s * t
+        b = d0 - (d1 + d0 - 2.0 * s) * t
+        a = s - b
+        z = jnp.clip(_stable_quadratic_root(a, b, c), 0.0, 1.0)
         x = z * w + x0
         return self._tails(y, x, -self._log_det(z, s, d0, d1), self.y_knots, self.x_knots, inverse=True)
+
+
+def _stable_quadratic_root(a, b, c):
+    """The root of a z² + b z + c = 0 in [0, 1] that the spline inverse needs.
+
+    As in distrax (Durkan et al. 2019, appendix A): the discriminant is
+    clipped away from zero (a finite gradient of the square root), and the
+    formula that avoids cancellation is chosen by the sign of b.
+    """
+    discriminant = b * b - 4.0 * a * c
+    root = jnp.sqrt(jnp.clip(discriminant, jnp.finfo(discriminant.dtype).tiny))
+    root = jnp.where(discriminant > 0.0, root, 0.0)
+    numerator = jnp.where(b >= 0, 2.0 * c, -b + root)
+    denominator = jnp.where(b >= 0, -b - root, 2.0 * a)
+    return numerator / denominator
 
 
 def coupling_mask(dim: int, layer: int) -> np.ndarray:

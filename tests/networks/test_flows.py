@@ -89,3 +89,16 @@ def test_spline_matches_distrax_forward_inverse_and_log_det():
     np.testing.assert_allclose(inverse_log_det, -log_det, rtol=1e-4, atol=1e-4)
     _, inverse_ref = reference.inverse_and_log_det(y_ref)
     np.testing.assert_allclose(inverse_log_det, inverse_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_spline_gradients_are_finite_inside_and_outside_the_bound():
+    from amortize.networks.flows import RationalQuadraticSpline
+
+    params = 2.0 * jax.random.normal(jax.random.key(3), (512, 25))
+    y = jnp.concatenate([jnp.linspace(-9.0, 9.0, 500), jnp.array([-5.0, 5.0, 0.0, -4.9999, 4.9999, 1e-7] * 2)])
+
+    def total(params):
+        x, log_det = RationalQuadraticSpline(params, 5.0).inverse_and_log_det(y)
+        return jnp.sum(x) + jnp.sum(log_det)
+
+    assert np.isfinite(np.asarray(jax.grad(total)(params))).all()
