@@ -21,7 +21,7 @@ from amortize.errors import (  # noqa: E402
 )
 from amortize.persist import load  # noqa: E402
 from amortize.train import TrainConfig  # noqa: E402
-from amortize import models  # noqa: E402
+from amortize import diagnostics, models, reference  # noqa: E402
 
 __all__ = [
     "Amortizer",
@@ -34,6 +34,8 @@ __all__ = [
     "TrainConfig",
     "TrainingError",
     "compile",
+    "diagnostics",
     "load",
     "models",
+    "reference",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
-import numpy as np
 from flax import nnx
 
 from amortize import __version__
@@ -141,10 +140,15 @@ class Amortizer:
             raise ValueError(f"num_samples must be positive; got {num_samples}.")
         prepared = prepare_data(self.graph, data, index=index, coords=coords,
                                 pad_to=self.graph.max_sizes())
+        raw = self._get_sampler()(jax.random.key(seed), prepared.data, prepared.masks, int(num_samples))
+        return gather_instances(raw, prepared, self.graph), prepared
+
+    def _get_sampler(self):
+        """The jitted sampler ``(key, data, masks, num_samples) -> {site: (B, S, *plates, *event)}``."""
+        self._require_trained()
         if self._sampler is None:
             self._sampler = make_sampler(self.network, self.spec, self.graph, self.factorization)
-        raw = self._sampler(jax.random.key(seed), prepared.data, prepared.masks, int(num_samples))
-        return gather_instances(raw, prepared, self.graph), prepared
+        return self._sampler
 
     def sample(self, data: Mapping[str, Any], num_samples: int = 1000, seed: int = 0, *,
                index: Mapping[str, Any] | None = None, coords: Mapping[str, Any] | None = None,
@@ -191,6 +195,16 @@ class Amortizer:
         draws, prepared = self.draws(data, num_samples, seed, index=index, coords=coords)
         return to_datatree(draws, prepared, self.graph, num_chains=num_chains,
                            attrs={"inference_library_version": __version__})
+
+    def validate(self, path, **kwargs):
+        """Validate this amortizer and write a report folder (PNG, JSON, markdown).
+
+        See :func:`amortize.diagnostics.validate` for the arguments (``data=``,
+        ``reference=``, ``logo=``, ...).
+        """
+        from amortize.diagnostics.report import validate
+
+        return validate(self, path, **kwargs)
 
     def save(self, path) -> None:
         """Write the trained amortizer to ``path`` (one file; see :func:`amortize.load`)."""

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import arviz as az
 import numpy as np
+import xarray as xr
+
+from dataclasses import dataclass
 
 from amortize.data import PreparedData
+from amortize.errors import DataError
 from amortize.graph import ModelGraph
 
-__all__ = ["to_datatree", "parent_coordinate"]
+__all__ = ["to_datatree", "from_datatree", "padded_from_prepared", "add_groups", "instance_dataset",
+           "parent_coordinate", "PaddedPosterior", "instance_dims"]
 
 
 def parent_coordinate(parent: str, plate: str) -> str:
@@ -27,6 +32,12 @@ def _dims(name: str, site, n_event: int) -> list[str]:
     return ([site.path[-1]] if site.path else []) + [f"{name}_event_{i}" for i in range(n_event)]
 
 
+def instance_dims(name: str, graph: ModelGraph) -> list[str]:
+    """Dimension names of site ``name`` after ``(chain, draw)``: its innermost plate, then events."""
+    site = graph.sites[name]
+    return _dims(name, site, len(site.event_shape))
+
+
 def to_datatree(
     draws: dict[str, np.ndarray],
     prepared: PreparedData,
@@ -34,6 +45,7 @@ def to_datatree(
     *,
     num_chains: int,
     attrs: dict | None = None,
+    groups: dict[str, dict[str, np.ndarray]] | None = None,
 ):
     """Posterior draws and observed data → ``xarray.DataTree`` (InferenceData schema).
 
@@ -47,12 +59,16 @@ def to_datatree(
         The ``S`` iid draws are split into this many chains of ``S // num_chains``.
     attrs : dict, optional
         Extra attributes for every group.
+    groups : dict of group → {variable: array}, optional
+        More draw-indexed groups (``posterior_predictive``, ``log_likelihood``:
+        per data site ``(S, n_instances, *event)``; ``sample_stats``: per
+        statistic ``(S,)``), split into chains like the posterior.
 
     Returns
     -------
     xarray.DataTree
-        Groups ``posterior`` (dims ``(chain, draw, <plate>, ...)``) and
-        ``observed_data``.
+        Groups ``posterior`` (dims ``(chain, draw, <plate>, ...)``),
+        ``observed_data`` and any of ``groups``.
     """
     posterior, dims = {}, {}
     for name, value in draws.items():
@@ -65,20 +81,232 @@ def to_datatree(
         site = graph.sites[name]
         observed[name] = prepared.values[name] if site.path else prepared.values[name][0]
         dims[name] = _dims(name, site, len(site.event_shape))
+    contents = {"posterior": posterior, "observed_data": observed}
+    for group, variables in (groups or {}).items():
+        contents[group] = {}
+        for name, value in variables.items():
+            value = np.asarray(value)
+            contents[group][name] = value.reshape((num_chains, value.shape[0] // num_chains) + value.shape[1:])
     coords = {plate: prepared.labels[plate] for plate in graph.plates}
     tree = az.from_dict(
-        {"posterior": posterior, "observed_data": observed},
+        contents,
         dims=dims,
         coords=coords,
-        attrs={group: {"inference_library": "amortize", **(attrs or {})}
-               for group in ("posterior", "observed_data")},
+        attrs={group: {"inference_library": "amortize", **(attrs or {})} for group in contents},
     )
     for plate, p in graph.plates.items():
         if p.parent is None:
             continue
         coordinate = parent_coordinate(p.parent, plate)
-        for group in ("posterior", "observed_data"):
+        for group in contents:
             if plate in tree[group].dims:
                 tree[group] = tree[group].to_dataset().assign_coords(
                     {coordinate: (plate, prepared.parent_labels[plate])})
     return tree
+
+
+@dataclass(frozen=True)
+class PaddedPosterior:
+    """A posterior (and its data) back in padded arrays, as the program sees them.
+
+    Attributes
+    ----------
+    sizes : dict of plate → int
+        Padded size of every plate (the most instances any enclosing instance has).
+    masks : dict of plate → bool ``(*plate sizes down to it)``
+    instances : dict of plate → int ``(n_instances, depth)``
+        Padded position of every instance, in the DataTree's order.
+    data : dict of site → ``(*plates, *event)``
+        Observed values; padded entries repeat the first real value (inside the
+        support, and masked out wherever the program uses them).
+    latents : dict of site → ``(S, *plates, *event)``
+        Posterior draws (chains stacked), padded entries filled the same way;
+        empty when the tree has no posterior group.
+    num_chains : int
+    """
+
+    sizes: dict
+    masks: dict
+    instances: dict
+    data: dict
+    latents: dict
+    num_chains: int
+
+    @property
+    def num_draws(self) -> int:
+        first = next(iter(self.latents.values()), None)
+        return 0 if first is None else first.shape[0]
+
+
+def _plate_labels(tree, graph: ModelGraph) -> dict:
+    """Labels of every plate's instances and of each nested instance's parent, from any group."""
+    coords = {}
+    for group in ("observed_data", "posterior"):
+        if group in tree.children:
+            for name, coordinate in tree[group].coords.items():
+                coords.setdefault(name, np.asarray(coordinate.values))
+    labels = {}
+    for plate in reversed(list(graph.plates)):  # children first: a parent may be known only from them
+        if plate in coords:
+            labels[plate] = coords[plate]
+            continue
+        children = [c for c in graph.children(plate) if parent_coordinate(plate, c) in coords]
+        if not children:
+            raise DataError(
+                f"The DataTree has no coordinate for plate `{plate}`; it was not made for this "
+                f"program (plates: {', '.join(graph.plates)})."
+            )
+        parent_of = coords[parent_coordinate(plate, children[0])]
+        _, first = np.unique(parent_of, return_index=True)
+        labels[plate] = parent_of[np.sort(first)]
+    return labels, coords
+
+
+def _positions(tree, graph: ModelGraph) -> dict[str, np.ndarray]:
+    """Padded position of every instance of every plate, read from the coordinates."""
+    labels, coords = _plate_labels(tree, graph)
+    positions = {}
+    for plate, p in graph.plates.items():
+        n = len(labels[plate])
+        if p.parent is None:
+            positions[plate] = np.arange(n)[:, None]
+            continue
+        coordinate = parent_coordinate(p.parent, plate)
+        if coordinate not in coords:
+            raise DataError(f"The DataTree lacks the coordinate `{coordinate}` of nested plate `{plate}`.")
+        parent_index = {label: i for i, label in enumerate(labels[p.parent].tolist())}
+        rank = np.zeros(len(parent_index), int)
+        rows = []
+        for label in coords[coordinate].tolist():
+            i = parent_index[label]
+            rows.append(np.append(positions[p.parent][i], rank[i]))
+            rank[i] += 1
+        positions[plate] = np.asarray(rows, int).reshape(n, p.depth)
+    return positions
+
+
+def _scatter(values: np.ndarray, positions: np.ndarray | None, sizes: tuple, lead: int) -> np.ndarray:
+    """``(*lead, n_instances, *event)`` → ``(*lead, *sizes, *event)``, padding with instance 0."""
+    if positions is None:
+        return values
+    event = values.shape[lead + 1:]
+    first = np.take(values, [0], axis=lead)
+    out = np.broadcast_to(
+        first.reshape(values.shape[:lead] + (1,) * len(sizes) + event),
+        values.shape[:lead] + tuple(sizes) + event).copy()
+    index = (slice(None),) * lead + tuple(positions.T)
+    out[index] = values
+    return out
+
+
+def padded_from_prepared(prepared: PreparedData, graph: ModelGraph,
+                         latents: dict | None = None, num_chains: int = 1) -> PaddedPosterior:
+    """A prepared data set (and optionally padded draws ``(S, *plates, *event)``) as a
+    :class:`PaddedPosterior`, without going through a DataTree."""
+    masks = {p: np.asarray(m[0]) for p, m in prepared.masks.items()}
+    sizes = {p: masks[p].shape[-1] for p in graph.plates}
+    data = {}
+    for name in graph.data_names:
+        site = graph.sites[name]
+        value = np.asarray(prepared.data[name][0], np.float64)
+        value = value.reshape(value.shape[:-1] + tuple(site.event_shape))
+        if site.path:
+            mask = masks[site.path[-1]]
+            first = value[tuple(prepared.instances[site.path[-1]][0])]
+            value = np.where(mask.reshape(mask.shape + (1,) * len(site.event_shape)), value, first)
+        data[name] = value
+    return PaddedPosterior(sizes, masks, dict(prepared.instances), data, dict(latents or {}), num_chains)
+
+
+def from_datatree(tree, graph: ModelGraph) -> PaddedPosterior:
+    """Inverse of :func:`to_datatree`: the posterior and data in padded arrays.
+
+    Works for any tree with this module's layout: amortized draws, the NUTS
+    reference of :mod:`amortize.reference`, or draws a user converted the same way.
+
+    Raises
+    ------
+    DataError
+        The tree lacks a data site, a plate dimension or a parent coordinate.
+    """
+    positions = _positions(tree, graph)
+    sizes = {}
+    for plate, p in graph.plates.items():
+        pos = positions[plate]
+        sizes[plate] = int(pos[:, -1].max()) + 1 if len(pos) else 1
+    masks = {}
+    for plate, p in graph.plates.items():
+        mask = np.zeros(tuple(sizes[q] for q in p.path), bool)
+        mask[tuple(positions[plate].T)] = True
+        masks[plate] = mask
+    observed = tree["observed_data"]
+    data = {}
+    for name in graph.data_names:
+        if name not in observed.data_vars:
+            raise DataError(f"The DataTree's observed_data has no data site `{name}`.")
+        site = graph.sites[name]
+        where = positions[site.path[-1]] if site.path else None
+        data[name] = _scatter(np.asarray(observed[name].values), where,
+                              tuple(sizes[q] for q in site.path), 0)
+    latents, num_chains = {}, 1
+    if "posterior" in tree.children:
+        posterior = tree["posterior"]
+        for name in graph.latent_names:
+            if name not in posterior.data_vars:
+                raise DataError(f"The DataTree's posterior has no latent site `{name}`.")
+            value = np.asarray(posterior[name].values)
+            num_chains = value.shape[0]
+            value = value.reshape((-1,) + value.shape[2:])
+            site = graph.sites[name]
+            where = positions[site.path[-1]] if site.path else None
+            latents[name] = _scatter(value, where, tuple(sizes[q] for q in site.path), 1)
+    return PaddedPosterior(sizes, masks, positions, data, latents, num_chains)
+
+
+def _plate_coords(tree, dims) -> dict:
+    """Coordinates of the plate dims in ``dims`` (labels and parent labels), from the tree."""
+    coords = {}
+    for group in ("observed_data", "posterior"):
+        if group not in tree.children:
+            continue
+        for name, coordinate in tree[group].coords.items():
+            if coordinate.dims and set(coordinate.dims) <= set(dims) and name not in ("chain", "draw"):
+                coords.setdefault(name, coordinate.variable)
+    return coords
+
+
+def instance_dataset(tree, graph: ModelGraph, variables: dict, *, lead_dims=(), attrs=None) -> xr.Dataset:
+    """Per-site arrays ``(*lead, n_instances, ...)`` → Dataset with plate dims and coords.
+
+    Dims after the lead dims are the site's plate and then its event dims, cut
+    to the array's rank (a log density has no event dims).
+    """
+    data_vars, dims_used = {}, set(lead_dims)
+    for name, value in variables.items():
+        value = np.asarray(value)
+        dims = list(lead_dims) + instance_dims(name, graph)
+        dims = dims[: value.ndim]
+        data_vars[name] = (dims, value)
+        dims_used.update(dims)
+    dataset = xr.Dataset(data_vars, attrs=attrs or {})
+    return dataset.assign_coords(_plate_coords(tree, dims_used))
+
+
+def add_groups(tree, graph: ModelGraph, groups: dict, attrs: dict | None = None):
+    """A copy of ``tree`` with draw-indexed groups added.
+
+    Parameters
+    ----------
+    groups : dict of group → {site: ``(S, n_instances, ...)``}
+        ``S`` draws in the posterior's order (chains stacked), e.g.
+        ``posterior_predictive`` or ``log_likelihood``.
+    """
+    posterior = tree["posterior"]
+    chains, draws = posterior.sizes["chain"], posterior.sizes["draw"]
+    out = tree.copy()
+    for group, variables in groups.items():
+        shaped = {n: np.asarray(v).reshape((chains, draws) + np.shape(v)[1:]) for n, v in variables.items()}
+        dataset = instance_dataset(tree, graph, shaped, lead_dims=("chain", "draw"),
+                                   attrs={"inference_library": "amortize", **(attrs or {})})
+        out[group] = dataset.assign_coords(chain=posterior["chain"].values, draw=posterior["draw"].values)
+    return out

@@ -148,7 +148,9 @@ def prepare_data(
         Labels for the instances of a plate (rectangular or ragged input).
     pad_to : mapping of plate → int, optional
         Pad each plate to at least this size (the trained maximum, so that
-        one compiled sampler serves every data set in range).
+        one compiled sampler serves every data set in range); larger data are
+        padded to the next power of two. Plates not named are padded to the
+        largest instance count in the data.
 
     Raises
     ------
@@ -243,8 +245,11 @@ def prepare_data(
                 f"outside the trained range [{low}, {high}]; the posterior is extrapolated "
                 f"(amortization gap). Retrain with a wider sizes={{'{plate}': ...}} to rely on it.",
                 AmortizationGapWarning, stacklevel=3)
-        trained = pad_to.get(plate, 0)
-        padded_sizes[plate] = max(trained, padded_bucket(actual) if actual > trained else actual, 1)
+        if plate in pad_to:
+            trained = pad_to[plate]
+            padded_sizes[plate] = max(trained, padded_bucket(actual) if actual > trained else actual, 1)
+        else:
+            padded_sizes[plate] = max(actual, 1)
 
     masks = {}
     instances = {}
@@ -297,9 +302,10 @@ def prepare_data(
         else:
             labels[plate] = np.arange(n)
         if p.parent:
-            parent_index = {tuple(ix): i for i, ix in enumerate(instances[p.parent])}
-            parent_labels[plate] = np.asarray(
-                [labels[p.parent][parent_index[tuple(ix[:-1])]] for ix in instances[plate]])
+            # Instance number of every padded parent position, then one lookup per child.
+            number = np.full(masks[p.parent].shape[1:], -1)
+            number[tuple(instances[p.parent].T)] = np.arange(len(instances[p.parent]))
+            parent_labels[plate] = labels[p.parent][number[tuple(instances[plate][:, :-1].T)]]
         else:
             parent_labels[plate] = None
     return PreparedData(out_data, masks, instances, labels, parent_labels, values)

@@ -71,14 +71,16 @@ def to_canonical(value: jax.Array, site: Site) -> jax.Array:
     return moved.reshape(keep)
 
 
-def from_canonical(value: jax.Array, site: Site) -> jax.Array:
+def from_canonical(value: jax.Array, site: Site, event_shape: tuple[int, ...] | None = None) -> jax.Array:
     """Canonical ``(*lead, *plates, *event)`` → program layout ``(*lead, *batch, *event)``.
 
     Leading axes (draws, chains) are kept in front, as NumPyro expects of
-    batched substitutions.
+    batched substitutions. ``event_shape`` defaults to the site's; pass ``()``
+    to move a per-instance array (a mask) into the site's batch layout.
     """
+    event_shape = tuple(site.event_shape if event_shape is None else event_shape)
     n_plates = len(site.plate_axes)
-    n_event = len(site.event_shape)
+    n_event = len(event_shape)
     n_lead = value.ndim - n_plates - n_event
     lead = value.shape[:n_lead]
     plate_sizes = value.shape[n_lead : n_lead + n_plates]
@@ -90,7 +92,7 @@ def from_canonical(value: jax.Array, site: Site) -> jax.Array:
     perm = list(range(n_lead)) + [n_lead + i for i in order] + list(
         range(n_lead + n_plates, value.ndim)
     )
-    return jnp.transpose(value, perm).reshape(lead + tuple(batch) + tuple(site.event_shape))
+    return jnp.transpose(value, perm).reshape(lead + tuple(batch) + event_shape)
 
 
 def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, jax.Array]:

@@ -16,19 +16,23 @@ Measures
 
 Prints a table and writes ``benchmarks/results/core.json``.
 
-Usage: ``python benchmarks/core.py [--train-seconds 300] [--flow spline|affine] [--quick]``
+Usage: ``python benchmarks/core.py [--train-seconds 300] [--flow spline|affine]
+[--flow-hidden 64] [--flow-depth 1] [--fast] [--out results.json] [--quick]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
+
+from _case_study import median_seconds
 
 import amortize as am
 from amortize.data import prepare_data
@@ -39,17 +43,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def median_ms(fn, repeats=20):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return 1000 * median_seconds(fn, repeats)
 
 
-def simulation_rate(amortizer, batch=1024, repeats=10):
-    graph, factorization = amortizer.graph, amortizer.factorization
+def simulation_rate(batch=1024, repeats=10):
     fixed = am.compile(hierarchical_normal.model, data=["y"], sizes={"group": (50, 50), "obs": (30, 30)})
     step = jax.jit(lambda k: simulate(k, fixed.graph, fixed.factorization, batch))
     jax.block_until_ready(step(jax.random.key(0)))
@@ -75,6 +72,9 @@ def main():
     parser.add_argument("--train-seconds", type=float, default=300.0)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--flow", default="spline", choices=["spline", "affine"])
+    parser.add_argument("--flow-hidden", type=int, default=am.NetworkConfig.flow_hidden)
+    parser.add_argument("--flow-depth", type=int, default=am.NetworkConfig.flow_depth)
+    parser.add_argument("--fast", action="store_true", help="NetworkConfig.fast(): lean affine local flows")
     parser.add_argument("--holdout", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     parser.add_argument("--out", default=str(RESULTS / "core.json"))
@@ -82,12 +82,14 @@ def main():
     if args.quick:
         args.train_seconds, args.holdout = 20.0, 20
 
-    network = am.NetworkConfig(flow=args.flow)
+    network = am.NetworkConfig(flow=args.flow, flow_hidden=args.flow_hidden, flow_depth=args.flow_depth)
+    if args.fast:
+        network = am.NetworkConfig.fast(flow=args.flow, flow_hidden=args.flow_hidden, flow_depth=args.flow_depth)
     amortizer = am.compile(hierarchical_normal.model, data=["y"], sizes=hierarchical_normal.SIZES, network=network)
-    results = {"machine": platform.processor() or platform.machine(), "cpu_count": jax.local_device_count(),
+    results = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "jax_devices": jax.local_device_count(),
                "backend": jax.default_backend(), "network": network.to_dict(), "batch_size": args.batch_size}
 
-    results["simulated_data_sets_per_second_50x30"] = simulation_rate(amortizer)
+    results["simulated_data_sets_per_second_50x30"] = simulation_rate()
 
     # Every fit compiles its step. After a warm-up fit (one-time start-up costs),
     # two fits of different lengths separate compilation from the per-step time.
@@ -161,7 +163,8 @@ def main():
     results["recovery"] = recovery
     results["holdout_data_sets"] = len(truth["mu"])
 
-    print(f"\namortize core benchmark ({results['backend']}, flow={args.flow}, batch {args.batch_size})")
+    label = "fast preset" if args.fast else f"flow={args.flow}"
+    print(f"\namortize core benchmark ({results['backend']}, {label}, batch {args.batch_size})")
     rows = [
         ("simulated data sets / s (50 × 30)", f"{results['simulated_data_sets_per_second_50x30']:,.0f}"),
         ("compilation of one fit (s)", f"{results['fit_compile_seconds']:.1f}"),

@@ -9,5 +9,10 @@ ordinary NumPyro models: run them with NUTS, Predictive or SVI as well.
 * :mod:`amortize.models.conjugate_normal` — the same with known spread and
   noise, whose posterior is Gaussian in closed form (used to check accuracy).
 * :mod:`amortize.models.eight_schools` — Rubin's (1981) eight schools, with the
-  published data.
+  published data and a loader for posteriordb's reference draws.
+* :mod:`amortize.models.sleepstudy` — correlated varying intercepts and slopes
+  (LKJ prior) for lme4's sleepstudy data.
+* :mod:`amortize.models.radon` — Gelman & Hill's radon models (varying
+  intercepts; varying intercepts and floor slopes) with a loader for the
+  Minnesota data.
 """

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 import pytest
@@ -44,3 +43,34 @@ def quick_two_level():
                            network=am.NetworkConfig(summary_width=32, flow_hidden=32, flow_layers=2))
     amortizer.fit(steps=150, batch_size=32, seed=0, progress=False)
     return amortizer
+
+
+def exact_conjugate_draws(groups, num_samples, seed=0):
+    """Independent draws from the exact posterior of the conjugate model: mu, then theta | mu."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    exact = conjugate_normal.exact_posterior(groups)
+    n = np.array([len(g) for g in groups], float)
+    ybar = np.array([np.mean(g) for g in groups])
+    tau, sigma = conjugate_normal.TAU, conjugate_normal.SIGMA
+    local_var = 1.0 / (1.0 / tau**2 + n / sigma**2)
+    mu = rng.normal(exact["mu_mean"], exact["mu_sd"], num_samples)
+    theta = local_var * (mu[:, None] / tau**2 + n * ybar / sigma**2)
+    theta = theta + rng.normal(size=theta.shape) * np.sqrt(local_var)
+    return {"mu": mu, "theta": theta}
+
+
+def exact_conjugate_tree(groups, num_samples=4000, seed=0, num_chains=4):
+    """The exact conjugate posterior of ``groups`` as a DataTree in amortize's layout."""
+    import warnings
+
+    from amortize.convert import to_datatree
+    from amortize.data import prepare_data
+    from amortize.graph import graph_for
+
+    graph = graph_for(conjugate_normal.model, ["y"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", am.AmortizationGapWarning)
+        prepared = prepare_data(graph, {"y": groups})
+    return to_datatree(exact_conjugate_draws(groups, num_samples, seed), prepared, graph, num_chains=num_chains)

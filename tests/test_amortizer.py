@@ -1,6 +1,5 @@
 """End to end: accuracy against a closed-form posterior, equivariance, save/load, output schema."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro

@@ -1,4 +1,42 @@
-"""Diagnostics and plots on amortizers, training histories and posteriors."""
-from amortize.diagnostics.plots import plot_history, plot_intervals, plot_marginals
+"""Validation of amortized posteriors: SBC, recovery, PPC, pooling, LOGO-CV, reports and plots.
 
-__all__ = ["plot_history", "plot_intervals", "plot_marginals"]
+Every function works on ArviZ DataTrees in amortize's layout (from
+:meth:`Amortizer.sample` or :func:`amortize.reference.nuts`), and every plot
+is a function that writes a PNG.
+"""
+from amortize.diagnostics.calibration import Calibration, calibrate, ecdf_band
+from amortize.diagnostics.figures import (
+    plot_comparison,
+    plot_logo,
+    plot_pooling,
+    plot_ppc,
+    plot_recovery,
+    plot_sbc,
+)
+from amortize.diagnostics.logo import LOGOWarning, elpd_difference, logo
+from amortize.diagnostics.plots import plot_history, plot_intervals, plot_marginals
+from amortize.diagnostics.predictive import log_likelihood, pooling_factors, posterior_predictive
+from amortize.diagnostics.report import ValidationReport, validate
+
+__all__ = [
+    "Calibration",
+    "LOGOWarning",
+    "ValidationReport",
+    "calibrate",
+    "ecdf_band",
+    "elpd_difference",
+    "log_likelihood",
+    "logo",
+    "plot_comparison",
+    "plot_history",
+    "plot_intervals",
+    "plot_logo",
+    "plot_marginals",
+    "plot_pooling",
+    "plot_ppc",
+    "plot_recovery",
+    "plot_sbc",
+    "pooling_factors",
+    "posterior_predictive",
+    "validate",
+]

@@ -1,5 +1,6 @@
 """The model graph and its posterior factorization."""
 from amortize.graph.factorize import Factor, Factorization, factorize
-from amortize.graph.model_graph import ModelGraph, Plate, Site, build_graph
+from amortize.graph.model_graph import ModelGraph, Plate, Site, build_graph, graph_for, resolve_graph
 
-__all__ = ["Factor", "Factorization", "ModelGraph", "Plate", "Site", "build_graph", "factorize"]
+__all__ = ["Factor", "Factorization", "ModelGraph", "Plate", "Site", "build_graph", "factorize",
+           "graph_for", "resolve_graph"]

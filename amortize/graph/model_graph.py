@@ -22,7 +22,7 @@ from amortize.program.trace import (
     unconstrained_event_shape,
 )
 
-__all__ = ["Plate", "Site", "ModelGraph", "build_graph"]
+__all__ = ["Plate", "Site", "ModelGraph", "build_graph", "graph_for", "resolve_graph"]
 
 
 @dataclass(frozen=True)
@@ -383,3 +383,25 @@ def build_graph(
     if not any(s.role == "latent" for s in sites.values()):
         raise ModelError("The program has no latent sites: there is nothing to infer.")
     return ModelGraph(model=model, sites=sites, plates=plates, data_names=data)
+
+
+def graph_for(model: Callable, data: Sequence[str]) -> ModelGraph:
+    """The graph of ``model`` with data sites ``data``, for use without an amortizer.
+
+    Plate sizes come from the data at run time (NUTS, diagnostics); the
+    training range recorded here is a placeholder.
+    """
+    size_args, _ = model_size_arguments(model)
+    return build_graph(model, list(data), {arg[2:]: (1, 2) for arg in size_args})
+
+
+def resolve_graph(model, data_names: Sequence[str]) -> ModelGraph:
+    """An Amortizer's graph, a ModelGraph itself, or the graph of a NumPyro program."""
+    if isinstance(model, ModelGraph):
+        return model
+    graph = getattr(model, "graph", None)
+    if isinstance(graph, ModelGraph):
+        return graph
+    if callable(model):
+        return graph_for(model, data_names)
+    raise TypeError(f"Expected an Amortizer, a ModelGraph or a NumPyro program; got {type(model).__name__}.")

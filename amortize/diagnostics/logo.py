@@ -1,0 +1,199 @@
+"""Leave-one-group-out cross-validation with no refit.
+
+For each instance ``j`` of a top-level plate (a group), the trained amortizer
+draws the posterior given the other groups: the group is masked out of the
+data, exactly as if it had never been observed (the summary networks are
+masked, so an absent group and a masked one are the same input). All groups
+are left out in one batched sampler call. The left-out group's local
+parameters are then drawn from their prior given each posterior draw of the
+rest, and
+
+    elpd_j = log (1/S) Σ_s p(y_j | θ_j^(s), φ^(s)),   θ_j^(s) ~ p(θ_j | φ^(s)),  φ^(s) ~ q(φ | y_−j)
+
+is a Monte Carlo estimate of log p(y_j | y_−j) (computed with a log-sum-exp).
+The result is ArviZ's ``ELPDDataLOOKFold`` (one fold per group), so
+``arviz.compare`` ranks models by it.
+
+A warning is raised when the Monte Carlo estimate of a group rests on few
+draws (effective sample size of the importance weights below
+``min_effective_draws``): groups with many observations make the prior draws
+of their parameters a poor proposal; raise ``num_samples`` then.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+import xarray as xr
+from scipy.special import logsumexp
+
+from amortize.convert import padded_from_prepared
+from amortize.data import prepare_data
+from amortize.errors import AmortizeError
+from amortize.replay import log_likelihood_function, substitutes
+
+__all__ = ["logo", "elpd_difference", "LOGOWarning"]
+
+
+class LOGOWarning(UserWarning):
+    """The Monte Carlo estimate of a left-out group's predictive density is unreliable."""
+
+
+def _leave_out_masks(masks: dict, graph, plate: str, group: int) -> dict:
+    """Masks with instance ``group`` of top-level ``plate`` and everything inside it removed."""
+    out = {}
+    for name, mask in masks.items():
+        path = graph.plates[name].path
+        mask = np.array(mask)
+        if path[0] == plate:
+            mask[:, group] = False
+        out[name] = mask
+    return out
+
+
+def _group_log_likelihood(values: dict, graph, plate: str, group: int) -> np.ndarray:
+    """Sum of the response log densities ``(S, *plates)`` over instance ``group`` of ``plate``."""
+    total = 0.0
+    for name, value in values.items():
+        site = graph.sites[name]
+        value = np.asarray(value)
+        if site.path and site.path[0] == plate:
+            total = total + value[:, group].reshape(value.shape[0], -1).sum(axis=1)
+    return np.asarray(total)
+
+
+def logo(amortizer, data: Mapping[str, Any], *, plate: str | None = None, num_samples: int = 4000,
+         seed: int = 0, index: Mapping[str, Any] | None = None, coords: Mapping[str, Any] | None = None,
+         chunk: int = 8, min_effective_draws: float = 100.0):
+    """Leave-one-group-out ELPD of ``data`` under a trained amortizer, without refitting.
+
+    Parameters
+    ----------
+    amortizer : Amortizer
+        Trained.
+    data : mapping of site → values
+        As for :meth:`Amortizer.sample`.
+    plate : str, optional
+        The top-level plate whose instances are left out (default: the only one).
+    num_samples : int
+        Posterior draws per left-out group (and prior draws of its parameters).
+    seed : int
+    index, coords : as for :meth:`Amortizer.sample`.
+    chunk : int
+        Left-out data sets per sampler call.
+    min_effective_draws : float
+        Warn when a group's Monte Carlo estimate has fewer effective draws.
+
+    Returns
+    -------
+    arviz_stats.ELPDDataLOOKFold
+        ``elpd`` (sum over groups), ``se`` (sqrt(J · var(elpd_j))), ``p`` (Σ lpd_j − elpd_j,
+        with lpd_j the in-sample log predictive density), ``elpd_i`` (per group,
+        dim ``plate``), ``p_kfold_i``; ``n_data_points`` is the number of groups.
+
+    Raises
+    ------
+    AmortizeError
+        No plate, an unknown or nested plate, or fewer than two groups.
+    """
+    from arviz_stats.utils import ELPDDataLOOKFold
+
+    graph = amortizer.graph
+    top = graph.children(None)
+    if not top:
+        raise AmortizeError("Leave-one-group-out CV needs groups: this program has no plate.")
+    if plate is None:
+        if len(top) > 1:
+            raise AmortizeError(f"The program has several top-level plates ({', '.join(top)}); pass plate=.")
+        plate = top[0]
+    if plate not in graph.plates:
+        raise AmortizeError(f"Unknown plate `{plate}`; the program's plates are {', '.join(graph.plates)}.")
+    if graph.plates[plate].parent is not None:
+        raise AmortizeError(
+            f"Plate `{plate}` is nested inside `{graph.plates[plate].parent}`; leave-one-group-out "
+            f"CV leaves out instances of a top-level plate ({', '.join(top)})."
+        )
+    prepared = prepare_data(graph, data, index=index, coords=coords, pad_to=graph.max_sizes())
+    n_groups = len(prepared.instances[plate])
+    if n_groups < 2:
+        raise AmortizeError(
+            f"Leave-one-group-out CV needs at least two instances of `{plate}`; the data have {n_groups}."
+        )
+    sampler = amortizer._get_sampler()  # raises if untrained
+    padded = padded_from_prepared(prepared, graph)
+    inside = tuple(n for n in graph.latent_names if graph.sites[n].path[:1] == (plate,))
+    keep = tuple(n for n in graph.latent_names if n not in inside)
+    heldout_ll = log_likelihood_function(graph, padded, keep)
+    insample_ll = log_likelihood_function(graph, padded, tuple(graph.latent_names))
+    key = jax.random.key(seed)
+    draw_key, prior_key, full_key = jax.random.split(key, 3)
+
+    def to_padded(draws, row):
+        return {n: np.asarray(v[row]) for n, v in draws.items()}
+
+    # In-sample lpd_j from the full-data posterior (for p_kfold).
+    full = jax.device_get(sampler(full_key, prepared.data, prepared.masks, num_samples))
+    values = jax.device_get(insample_ll(jax.random.split(full_key, num_samples),
+                                        substitutes(graph, to_padded(full, 0))))
+    lpd = np.array([logsumexp(_group_log_likelihood(values, graph, plate, j)) - math.log(num_samples)
+                    for j in range(n_groups)])
+
+    elpd = np.empty(n_groups)
+    effective = np.empty(n_groups)
+    groups = [int(g) for g in prepared.instances[plate][:, 0]]
+    for start in range(0, n_groups, chunk):
+        batch = groups[start:start + chunk]
+        data_batch = {n: np.repeat(v, len(batch), axis=0) for n, v in prepared.data.items()}
+        mask_batch = {n: np.repeat(v, len(batch), axis=0) for n, v in prepared.masks.items()}
+        for row, group in enumerate(batch):
+            for name, mask in _leave_out_masks({n: m[row:row + 1] for n, m in mask_batch.items()},
+                                               graph, plate, group).items():
+                mask_batch[name][row] = mask[0]
+        draws = jax.device_get(sampler(jax.random.fold_in(draw_key, start), data_batch, mask_batch, num_samples))
+        for row, group in enumerate(batch):
+            keys = jax.random.split(jax.random.fold_in(prior_key, group), num_samples)
+            values = jax.device_get(heldout_ll(keys, substitutes(graph, to_padded(draws, row), keep)))
+            log_weights = _group_log_likelihood(values, graph, plate, group)
+            j = start + row
+            elpd[j] = logsumexp(log_weights) - math.log(num_samples)
+            weights = np.exp(log_weights - log_weights.max())
+            effective[j] = weights.sum() ** 2 / np.sum(weights**2)
+
+    labels = prepared.labels[plate]
+    poor = [str(labels[j]) for j in np.flatnonzero(effective < min_effective_draws)]
+    if poor:
+        warnings.warn(
+            f"The Monte Carlo estimate of the left-out predictive density rests on fewer than "
+            f"{min_effective_draws:g} effective draws for {len(poor)} group(s) of `{plate}` "
+            f"({', '.join(poor[:5])}{', ...' if len(poor) > 5 else ''}); raise num_samples.",
+            LOGOWarning, stacklevel=2)
+    elpd_i = xr.DataArray(elpd, dims=[plate], coords={plate: labels}, name="elpd_logo")
+    p_i = xr.DataArray(lpd - elpd, dims=[plate], coords={plate: labels}, name="p_logo")
+    return ELPDDataLOOKFold(
+        elpd=float(elpd.sum()), se=float(math.sqrt(n_groups * np.var(elpd))), p=float(np.sum(lpd - elpd)),
+        n_samples=int(num_samples), n_data_points=n_groups, scale="log", warning=bool(poor),
+        good_k=None, elpd_i=elpd_i, n_folds=n_groups, p_kfold_i=p_i)
+
+
+def elpd_difference(a, b) -> dict:
+    """``elpd_a − elpd_b`` and its standard error from the paired per-group values.
+
+    Parameters
+    ----------
+    a, b : ELPD results with ``elpd_i`` over the same groups (e.g. two :func:`logo` runs).
+
+    Returns
+    -------
+    dict
+        ``elpd_diff``, ``se`` (sqrt(J · var(elpd_a,j − elpd_b,j))) and ``z`` (their ratio).
+    """
+    difference = np.asarray(a.elpd_i) - np.asarray(b.elpd_i)
+    if np.shape(a.elpd_i) != np.shape(b.elpd_i):
+        raise AmortizeError("The two ELPD results cover different groups; run both on the same data.")
+    se = float(math.sqrt(difference.size * np.var(difference)))
+    total = float(difference.sum())
+    return {"elpd_diff": total, "se": se, "z": total / se if se > 0 else float("inf")}

@@ -1,0 +1,217 @@
+"""Running the user's program on an observed data set, with the padding masked.
+
+The diagnostics and the NUTS reference need the program itself on real data:
+the likelihood of each observation under posterior draws, replicated data
+(posterior predictive), the conditional prior of each local parameter given
+its parents (pooling), and the joint density NUTS explores. Real data are
+ragged, the program is rectangular: the program runs at the padded sizes of a
+:class:`~amortize.convert.PaddedPosterior`, and every data site's log density
+is masked to its real instances. Latent sites are never masked: a padded
+latent instance is drawn from (or scored under) its prior, which keeps the
+joint density proper and leaves the real instances' posterior unchanged.
+
+Data sites whose distribution depends on no latent site (covariates drawn
+from a design distribution, such as the standard errors of eight schools) are
+*covariates*: their density is a constant of the design, so they are left out
+of log-likelihoods and predictive checks.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+from numpyro.infer import Predictive
+from numpyro.primitives import Messenger
+
+from amortize.convert import PaddedPosterior
+from amortize.graph import ModelGraph
+from amortize.simulate import from_canonical, to_canonical
+
+__all__ = [
+    "MaskPadding",
+    "covariate_names",
+    "response_names",
+    "program_arguments",
+    "program_masks",
+    "masked_program",
+    "substitutes",
+    "log_likelihood_function",
+    "pointwise_log_likelihood",
+    "posterior_predictive",
+    "conditional_prior_moments",
+    "gather",
+]
+
+
+class MaskPadding(Messenger):
+    """Mask the log density of the named sites to their real instances.
+
+    ``masks`` maps site → boolean array in the site's batch layout (it must
+    broadcast against the site's batch shape).
+    """
+
+    def __init__(self, fn=None, masks: Mapping[str, jax.Array] | None = None):
+        self.masks = dict(masks or {})
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] == "sample" and msg["name"] in self.masks:
+            msg["fn"] = msg["fn"].mask(self.masks[msg["name"]])
+
+
+def covariate_names(graph: ModelGraph) -> tuple[str, ...]:
+    """Data sites whose distribution depends on no latent site (design covariates)."""
+    latents = set(graph.latent_names)
+    return tuple(n for n in graph.data_names if not latents.intersection(graph.sites[n].parents))
+
+
+def response_names(graph: ModelGraph) -> tuple[str, ...]:
+    """Data sites that depend on latents: the ones a likelihood scores."""
+    covariates = set(covariate_names(graph))
+    return tuple(n for n in graph.data_names if n not in covariates)
+
+
+def program_arguments(graph: ModelGraph, padded: PaddedPosterior, observed: bool = True) -> dict:
+    """Keyword arguments that run the program at the padded sizes on the data.
+
+    With ``observed=False`` only the covariates are passed: the responses are
+    then drawn by the program (posterior predictive).
+    """
+    kwargs = graph.program_kwargs(padded.sizes)
+    covariates = set(covariate_names(graph))
+    for name in graph.data_names:
+        if observed or name in covariates:
+            site = graph.sites[name]
+            kwargs[name] = from_canonical(jnp.asarray(padded.data[name]), site).astype(site.dtype)
+    return kwargs
+
+
+def program_masks(graph: ModelGraph, padded: PaddedPosterior) -> dict[str, jax.Array]:
+    """Per data site inside a plate, its instance mask in the program's batch layout."""
+    out = {}
+    for name in graph.data_names:
+        site = graph.sites[name]
+        if site.path:
+            out[name] = from_canonical(jnp.asarray(padded.masks[site.path[-1]]), site, event_shape=())
+    return out
+
+
+def masked_program(graph: ModelGraph, padded: PaddedPosterior):
+    """The program with its data sites masked to the real instances."""
+    return MaskPadding(graph.model, program_masks(graph, padded))
+
+
+def substitutes(graph: ModelGraph, latents: Mapping[str, np.ndarray], names=None) -> dict:
+    """Canonical draws ``(S, *plates, *event)`` → program layout, for ``handlers.substitute``."""
+    names = graph.latent_names if names is None else names
+    return {n: from_canonical(jnp.asarray(latents[n]), graph.sites[n]) for n in names}
+
+
+def gather(value: np.ndarray, positions: np.ndarray | None, lead: int = 1) -> np.ndarray:
+    """``(*lead, *plates, *event)`` → ``(*lead, n_instances, *event)`` (real instances only)."""
+    value = np.asarray(value)
+    if positions is None:
+        return value
+    return value[(slice(None),) * lead + tuple(positions.T)]
+
+
+def _site_log_prob(site_trace, site) -> jax.Array:
+    """A traced site's log density, broadcast to the site's batch shape."""
+    fn, value = site_trace["fn"], site_trace["value"]
+    log_prob = fn.log_prob(value)
+    if site_trace.get("scale") is not None:
+        log_prob = log_prob * site_trace["scale"]
+    return jnp.broadcast_to(log_prob, jnp.shape(value)[: jnp.ndim(value) - len(site.event_shape)])
+
+
+def log_likelihood_function(graph: ModelGraph, padded: PaddedPosterior, keep: tuple[str, ...]):
+    """A jitted ``(keys (S,), draws) -> {response: (S, *plates)}`` scoring the data.
+
+    ``draws`` holds the ``keep`` sites in program layout ``(S, *batch, *event)``
+    (see :func:`substitutes`); every other latent site is drawn from its
+    conditional prior given them, one draw per key. Compile once, call it on
+    many draw sets (leave-one-group-out CV does).
+    """
+    kwargs = program_arguments(graph, padded)
+    program = masked_program(graph, padded)
+    responses = response_names(graph)
+
+    def one(key, draw):
+        trace = handlers.trace(handlers.seed(handlers.substitute(program, data=draw), key)).get_trace(**kwargs)
+        # A log density has the site's batch shape: canonical (*plates,).
+        return {n: to_canonical(_site_log_prob(trace[n], graph.sites[n]), graph.sites[n]) for n in responses}
+
+    return jax.jit(jax.vmap(one))
+
+
+def pointwise_log_likelihood(graph: ModelGraph, padded: PaddedPosterior, key: jax.Array,
+                             latents: Mapping[str, np.ndarray] | None = None) -> dict[str, jax.Array]:
+    """log p(y_i | latents) of every response observation, per draw.
+
+    Parameters
+    ----------
+    latents : dict of site → ``(S, *plates, *event)``, optional
+        Draws of every latent site (default: ``padded.latents``).
+
+    Returns
+    -------
+    dict of response site → ``(S, *plates)`` log densities in the canonical
+    layout (zero at padded instances).
+    """
+    latents = padded.latents if latents is None else latents
+    keep = tuple(graph.latent_names)
+    values = substitutes(graph, latents, keep)
+    num_draws = next(iter(values.values())).shape[0]
+    return log_likelihood_function(graph, padded, keep)(jax.random.split(key, num_draws), values)
+
+
+def posterior_predictive(graph: ModelGraph, padded: PaddedPosterior, key: jax.Array) -> dict[str, jax.Array]:
+    """Replicated responses, one per posterior draw, by ``numpyro.infer.Predictive``.
+
+    Returns
+    -------
+    dict of response site → ``(S, *plates, *event)`` (canonical layout).
+    """
+    responses = response_names(graph)
+    predictive = Predictive(graph.model, posterior_samples=substitutes(graph, padded.latents),
+                            return_sites=list(responses), batch_ndims=1)
+    replicated = predictive(key, **program_arguments(graph, padded, observed=False))
+    return {n: jax.vmap(lambda v, site=graph.sites[n]: to_canonical(v, site))(replicated[n]) for n in responses}
+
+
+def conditional_prior_moments(graph: ModelGraph, padded: PaddedPosterior,
+                              names: tuple[str, ...]) -> dict[str, tuple[jax.Array, jax.Array]]:
+    """Mean and variance of each named latent's prior given its parents' posterior draws.
+
+    For ``theta_j ~ Normal(mu, tau)`` this is ``(mu, tau**2)`` per draw and group:
+    the population distribution the group's parameter is pooled towards.
+
+    Returns
+    -------
+    dict of site → (mean, variance), each ``(S, *plates, *event)``; sites
+    whose distribution has no closed-form mean or variance are left out.
+    """
+    values = substitutes(graph, padded.latents)
+    kwargs = program_arguments(graph, padded)
+    program = masked_program(graph, padded)
+
+    def one(draw):
+        trace = handlers.trace(handlers.seed(handlers.substitute(program, data=draw), 0)).get_trace(**kwargs)
+        out = {}
+        for name in names:
+            fn = trace[name]["fn"]
+            try:
+                mean, variance = fn.mean, fn.variance
+            except NotImplementedError:
+                continue
+            shape = jnp.shape(trace[name]["value"])
+            site = graph.sites[name]
+            out[name] = (to_canonical(jnp.broadcast_to(mean, shape), site),
+                         to_canonical(jnp.broadcast_to(variance, shape), site))
+        return out
+
+    return jax.jit(jax.vmap(one))(values)

@@ -1,0 +1,104 @@
+"""Shared steps of the case-study scripts: train, time, compare, validate, write JSON.
+
+Each case study (``eight_schools.py``, ``sleepstudy.py``, ``radon.py``) trains an
+amortizer on its program, times amortized inference against NUTS on the same
+program, compares the two posteriors, runs the validation report into
+``docs/figures/<study>/`` and writes ``benchmarks/results/<study>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import amortize as am
+from amortize.demo import find_shared_data
+from amortize.reference import ReferenceWarning, compare_posteriors, nuts, summarize_comparison
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+FIGURES = ROOT / "docs" / "figures"
+
+
+def shared_data(name: str) -> Path:
+    root = find_shared_data()
+    if root is None or not (root / name).is_dir():
+        raise SystemExit(f"The shared data folder ../shared/data/{name} is not here; this case study needs it.")
+    return root / name
+
+
+def median_seconds(fn, repeats: int = 10) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def train(amortizer, steps: int, batch_size: int, seed: int = 0) -> dict:
+    start = time.perf_counter()
+    history = amortizer.fit(steps=steps, batch_size=batch_size, seed=seed, progress=True)
+    return {"steps": steps, "batch_size": batch_size, "train_seconds": time.perf_counter() - start,
+            "final_validation_loss": float(history["val_loss"][-1])}
+
+
+def run_nuts(model, data, *, seed=0, **kwargs):
+    """NUTS on the same program, timed; convergence problems are recorded, not hidden."""
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ReferenceWarning)
+        tree = nuts(model, data, seed=seed, **kwargs)
+    seconds = time.perf_counter() - start
+    attrs = tree["posterior"].attrs
+    return tree, {"seconds": seconds, "converged": bool(attrs["converged"]), "max_rhat": float(attrs["max_rhat"]),
+                  "divergences": int(attrs["divergences"]),
+                  "warnings": [str(w.message) for w in caught if issubclass(w.category, ReferenceWarning)]}
+
+
+def comparison(amortized, reference) -> tuple[dict, object]:
+    table = compare_posteriors(amortized, reference)
+    summary = summarize_comparison(table)
+    return json.loads(summary.to_json(orient="index")), table
+
+
+def write(name: str, results: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=1, default=float))
+    return path
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    print(f"\n{title}")
+    width = max(len(r[0]) for r in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
+def standard_rows(out: dict, steps: int, batch_size: int, folds: int, refits_label: str) -> list[tuple[str, str]]:
+    """The table rows every case study prints: training, timings, convergence, LOGO, SBC."""
+    return [("training steps × batch, seconds", f"{steps} × {batch_size}, {out['training']['train_seconds']:.0f}"),
+            ("amortized posterior, 4000 draws (s)", f"{out['amortized_seconds_per_data_set']:.4f}"),
+            ("NUTS, 4 × 1000 draws (s)", f"{out['nuts']['seconds']:.1f}"),
+            ("NUTS converged (max R-hat, divergences)",
+             f"{out['nuts']['converged']} ({out['nuts']['max_rhat']:.3f}, {out['nuts']['divergences']})"),
+            (f"LOGO, {folds} folds, amortized (s)", f"{out['logo']['seconds']:.2f}"),
+            (f"LOGO by {folds} NUTS refits (s, {refits_label})", f"{out['nuts_refits_for_logo_seconds']:.0f}"),
+            ("LOGO elpd ± se", f"{out['logo']['elpd']:.2f} ± {out['logo']['se']:.2f}"),
+            ("SBC passed", ", ".join(f"{k}: {v}" for k, v in out["sbc"].items()))]
+
+
+def comparison_rows(label: str, summary: dict) -> list[tuple[str, str]]:
+    return [(f"{label}: {site} worst |Δmean| (sd), |sd ratio − 1|, within 0.1/10%",
+             f"{s['max_abs_mean_diff_sd']:.3f}, {s['max_abs_sd_ratio_minus_1']:.3f}, {s['within_tolerance']}")
+            for site, s in summary.items()]
+
+
+__all__ = ["am", "shared_data", "median_seconds", "train", "run_nuts", "comparison", "write", "print_table",
+           "standard_rows", "comparison_rows", "FIGURES", "RESULTS"]

@@ -1,0 +1,69 @@
+"""Case study: sleepstudy, correlated varying intercepts and slopes (LKJ), amortized vs NUTS.
+
+Trains :mod:`amortize.models.sleepstudy` on 5–30 subjects × 5–10 days, then on
+lme4's data (18 subjects × 10 days): compares the amortized posterior with NUTS
+on the same program, times both, times leave-one-subject-out CV (no refit)
+against NUTS refits, and writes the validation report to
+``docs/figures/sleepstudy/``.
+
+Usage: ``python benchmarks/sleepstudy.py [--steps 10000] [--batch-size 64] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from _case_study import (FIGURES, am, comparison, comparison_rows, median_seconds, print_table, run_nuts,
+                         shared_data, standard_rows, train, write)
+from amortize.diagnostics import logo
+from amortize.models import sleepstudy
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=10000)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--refits", type=int, default=3, help="NUTS refits timed for LOGO (then scaled)")
+    parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.batch_size, args.refits = 200, 32, 1
+    data, coords = sleepstudy.load(shared_data("sleepstudy"))
+    n_subjects = data["reaction"].shape[0]
+
+    amortizer = am.compile(sleepstudy.model, data=["reaction"], sizes=sleepstudy.SIZES)
+    results = {"training": train(amortizer, args.steps, args.batch_size)}
+    amortized = amortizer.sample(data, 4000, seed=1, coords=coords)
+    results["amortized_seconds_per_data_set"] = median_seconds(
+        lambda: amortizer.sample(data, 4000, seed=1, coords=coords))
+    nuts_tree, results["nuts"] = run_nuts(sleepstudy.model, data, coords=coords, num_warmup=1000,
+                                          num_samples=1000, num_chains=4)
+    results["vs_nuts"], table = comparison(amortized, nuts_tree)
+
+    start = time.perf_counter()
+    elpd = logo(amortizer, data, num_samples=4000, coords=coords)
+    results["logo"] = {"seconds": time.perf_counter() - start, "elpd": elpd.elpd, "se": elpd.se, "p": elpd.p,
+                       "warning": elpd.warning}
+    start = time.perf_counter()
+    for j in range(args.refits):
+        rest = {"reaction": [row for i, row in enumerate(data["reaction"]) if i != j]}
+        run_nuts(sleepstudy.model, rest, num_warmup=1000, num_samples=1000, num_chains=4, seed=j)
+    per_refit = (time.perf_counter() - start) / args.refits
+    results["nuts_refit_seconds"] = per_refit
+    results["nuts_refits_for_logo_seconds"] = per_refit * n_subjects
+
+    report = amortizer.validate(FIGURES / "sleepstudy", data=data, coords=coords, reference=nuts_tree,
+                                logo=False, num_datasets=200, sbc_draws=100, num_samples=4000)
+    results["sbc"] = {k: bool(v) for k, v in report.calibration.sbc_table()["passed"].items()}
+    results["recovery"] = report.calibration.recovery_table().drop(columns="level").to_dict(orient="index")
+    path = write("sleepstudy" if not args.quick else "sleepstudy_quick", results)
+
+    rows = standard_rows(results, args.steps, args.batch_size, n_subjects, f"from {args.refits} timed")
+    rows += comparison_rows("amortized vs NUTS", results["vs_nuts"])
+    print_table("sleepstudy case study", rows)
+    print(f"\nwrote {path} and {FIGURES / 'sleepstudy'}")
+
+
+if __name__ == "__main__":
+    main()
