@@ -32,7 +32,7 @@ def main():
     data, coords = sleepstudy.load(shared_data("sleepstudy"))
     n_subjects = data["reaction"].shape[0]
 
-    amortizer = am.compile(sleepstudy.model, data=["reaction"], sizes=sleepstudy.SIZES)
+    amortizer = am.compile(sleepstudy.model, data=["days", "reaction"], sizes=sleepstudy.SIZES)
     results = {"training": train(amortizer, args.steps, args.batch_size)}
     amortized = amortizer.sample(data, 4000, seed=1, coords=coords)
     results["amortized_seconds_per_data_set"] = median_seconds(
@@ -47,7 +47,7 @@ def main():
                        "warning": elpd.warning}
     start = time.perf_counter()
     for j in range(args.refits):
-        rest = {"reaction": [row for i, row in enumerate(data["reaction"]) if i != j]}
+        rest = {k: [row for i, row in enumerate(v) if i != j] for k, v in data.items()}
         run_nuts(sleepstudy.model, rest, num_warmup=1000, num_samples=1000, num_chains=4, seed=j)
     per_refit = (time.perf_counter() - start) / args.refits
     results["nuts_refit_seconds"] = per_refit

@@ -31,10 +31,11 @@ def test_posteriordb_reference_has_the_published_means():
 @needs("sleepstudy")
 def test_sleepstudy_loads_as_18_subjects_by_10_days():
     data, coords = sleepstudy.load(SHARED_DATA / "sleepstudy")
-    assert data["reaction"].shape == (18, 10)
+    assert data["reaction"].shape == (18, 10) and data["days"].shape == (18, 10)
     assert data["reaction"][0, 0] == pytest.approx(249.56)
+    np.testing.assert_array_equal(data["days"][3], np.arange(10))
     assert coords["subject"][0] == 308
-    amortizer = am.compile(sleepstudy.model, data=["reaction"], sizes=sleepstudy.SIZES)
+    amortizer = am.compile(sleepstudy.model, data=["days", "reaction"], sizes=sleepstudy.SIZES)
     prepared = prepare_data(amortizer.graph, data, coords=coords)
     assert prepared.masks["day"].sum() == 180
 
