@@ -161,7 +161,8 @@ def prepare_data(
     Warns
     -----
     AmortizationGapWarning
-        When a plate's size is outside its trained range.
+        When a plate's size is outside its trained range (graphs with
+        training ranges only).
     """
     if not isinstance(data, Mapping):
         raise DataError(f"Data must be a mapping of site name to values; got {type(data).__name__}.")
@@ -239,7 +240,7 @@ def prepare_data(
         actual = _max_count(counts)
         low, high = graph.plates[plate].size_range
         smallest = min(_all_counts(counts))
-        if actual > high or smallest < low:
+        if graph.has_training_ranges and (actual > high or smallest < low):
             warnings.warn(
                 f"Plate `{plate}` has {smallest} to {actual} instances per data set or group here, "
                 f"outside the trained range [{low}, {high}]; the posterior is extrapolated "

@@ -57,12 +57,10 @@ def reference_posterior(folder):
         ``posterior`` (chain, draw, school) and ``observed_data``, like
         :meth:`amortize.Amortizer.sample` returns.
     """
-    import warnings
     from pathlib import Path
 
     from amortize.convert import to_datatree
     from amortize.data import prepare_data
-    from amortize.errors import AmortizationGapWarning
     from amortize.graph import graph_for
 
     path = Path(folder) / "eight_schools_noncentered_reference_draws.csv"
@@ -75,9 +73,7 @@ def reference_posterior(folder):
     draws = {"mu": table["mu"], "tau": table["tau"],
              "theta": np.stack([table[f"theta{j}"] for j in range(1, 9)], axis=1)}
     graph = graph_for(model, ["y", "sigma"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AmortizationGapWarning)
-        prepared = prepare_data(graph, data(), coords={"school": SCHOOLS})
+    prepared = prepare_data(graph, data(), coords={"school": SCHOOLS})
     tree = to_datatree(draws, prepared, graph, num_chains=len(chains))
     tree["posterior"].attrs.update(reference="posteriordb eight_schools-eight_schools_noncentered",
                                    converged=1, max_rhat=1.0, divergences=0)

@@ -111,3 +111,13 @@ def test_sizes_outside_the_trained_range_warn(graph):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prepare_data(graph, {"y": np.zeros((3, 4))})
+
+
+def test_a_graph_without_training_ranges_takes_any_size_silently():
+    from amortize.graph import graph_for
+
+    graph = graph_for(two_level, ["y"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no amortization-gap warning: there is no trained range
+        prepared = prepare_data(graph, {"y": np.zeros((9, 7))})
+    assert prepared.masks["obs"].shape == (1, 9, 7)  # exact sizes: no padding without pad_to

@@ -7,6 +7,7 @@ global level) when it is in no plate.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from dataclasses import dataclass
@@ -115,12 +116,17 @@ class ModelGraph:
         Plates, parents before children.
     data_names : tuple of str
         Data sites, in the order the user gave them.
+    has_training_ranges : bool
+        False for a graph built only to run the program on data (NUTS,
+        diagnostics; :func:`graph_for`): its plate ranges are placeholders, so
+        data are not checked against them.
     """
 
     model: Callable
     sites: dict[str, Site]
     plates: dict[str, Plate]
     data_names: tuple[str, ...]
+    has_training_ranges: bool = True
 
     @property
     def latent_names(self) -> tuple[str, ...]:
@@ -392,7 +398,8 @@ def graph_for(model: Callable, data: Sequence[str]) -> ModelGraph:
     training range recorded here is a placeholder.
     """
     size_args, _ = model_size_arguments(model)
-    return build_graph(model, list(data), {arg[2:]: (1, 2) for arg in size_args})
+    graph = build_graph(model, list(data), {arg[2:]: (1, 2) for arg in size_args})
+    return dataclasses.replace(graph, has_training_ranges=False)
 
 
 def resolve_graph(model, data_names: Sequence[str]) -> ModelGraph:

@@ -21,7 +21,6 @@ from numpyro.infer import MCMC, NUTS, init_to_median
 from amortize import __version__
 from amortize.convert import padded_from_prepared, to_datatree
 from amortize.data import prepare_data
-from amortize.errors import AmortizationGapWarning
 from amortize.graph import graph_for
 from amortize.replay import gather, masked_program, program_arguments
 from amortize.simulate import to_canonical
@@ -71,9 +70,7 @@ def nuts(model: Callable, data: Mapping[str, Any], *, index: Mapping[str, Any] |
         When the run did not converge; comparisons flag it too.
     """
     graph = graph_for(model, list(data))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AmortizationGapWarning)
-        prepared = prepare_data(graph, data, index=index, coords=coords)
+    prepared = prepare_data(graph, data, index=index, coords=coords)
     padded = padded_from_prepared(prepared, graph)
     kernel = NUTS(masked_program(graph, padded), target_accept_prob=target_accept_prob,
                   max_tree_depth=max_tree_depth, init_strategy=init_to_median(num_samples=15))

@@ -79,11 +79,7 @@ def test_pooling_needs_a_local_parameter():
     from amortize.graph import graph_for
 
     graph = graph_for(global_only, ["y"])
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", am.AmortizationGapWarning)
-        prepared = prepare_data(graph, {"y": np.zeros(3)})
+    prepared = prepare_data(graph, {"y": np.zeros(3)})
     tree = to_datatree({"mu": np.zeros(4)}, prepared, graph, num_chains=1)
     with pytest.raises(am.AmortizeError, match="local latent"):
         pooling_factors(tree, global_only)
