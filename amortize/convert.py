@@ -9,11 +9,11 @@ named ``<site>_event_<i>``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import arviz as az
 import numpy as np
 import xarray as xr
-
-from dataclasses import dataclass
 
 from amortize.data import PreparedData
 from amortize.errors import DataError
@@ -132,11 +132,6 @@ class PaddedPosterior:
     latents: dict
     num_chains: int
 
-    @property
-    def num_draws(self) -> int:
-        first = next(iter(self.latents.values()), None)
-        return 0 if first is None else first.shape[0]
-
 
 def _plate_labels(tree, graph: ModelGraph) -> dict:
     """Labels of every plate's instances and of each nested instance's parent, from any group."""
@@ -199,10 +194,9 @@ def _scatter(values: np.ndarray, positions: np.ndarray | None, sizes: tuple, lea
     return out
 
 
-def padded_from_prepared(prepared: PreparedData, graph: ModelGraph,
-                         latents: dict | None = None, num_chains: int = 1) -> PaddedPosterior:
-    """A prepared data set (and optionally padded draws ``(S, *plates, *event)``) as a
-    :class:`PaddedPosterior`, without going through a DataTree."""
+def padded_from_prepared(prepared: PreparedData, graph: ModelGraph) -> PaddedPosterior:
+    """A prepared data set as a :class:`PaddedPosterior` with no draws, without going
+    through a DataTree."""
     masks = {p: np.asarray(m[0]) for p, m in prepared.masks.items()}
     sizes = {p: masks[p].shape[-1] for p in graph.plates}
     data = {}
@@ -215,7 +209,7 @@ def padded_from_prepared(prepared: PreparedData, graph: ModelGraph,
             first = value[tuple(prepared.instances[site.path[-1]][0])]
             value = np.where(mask.reshape(mask.shape + (1,) * len(site.event_shape)), value, first)
         data[name] = value
-    return PaddedPosterior(sizes, masks, dict(prepared.instances), data, dict(latents or {}), num_chains)
+    return PaddedPosterior(sizes, masks, dict(prepared.instances), data, {}, 1)
 
 
 def from_datatree(tree, graph: ModelGraph) -> PaddedPosterior:

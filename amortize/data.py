@@ -27,7 +27,7 @@ import numpy as np
 from amortize.errors import AmortizationGapWarning, DataError
 from amortize.graph import ModelGraph
 
-__all__ = ["PreparedData", "prepare_data"]
+__all__ = ["PreparedData", "prepare_data", "take_instances"]
 
 
 @dataclass(frozen=True)
@@ -333,6 +333,18 @@ def _fill_values(array, nested, depth, prefix):
         return
     for i, child in enumerate(nested):
         _fill_values(array, child, depth - 1, prefix + (i,))
+
+
+def take_instances(value, positions: np.ndarray | None, lead: int = 1) -> np.ndarray:
+    """``(*lead, *padded plates, *event)`` → ``(*lead, n_instances, *event)``: the real instances.
+
+    ``positions`` is a plate's ``(n_instances, depth)`` padded index
+    (:attr:`PreparedData.instances`); ``None`` (a global site) returns ``value``.
+    """
+    value = np.asarray(value)
+    if positions is None:
+        return value
+    return value[(slice(None),) * lead + tuple(positions.T)]
 
 
 def padded_bucket(size: int) -> int:

@@ -10,11 +10,10 @@ from __future__ import annotations
 from functools import partial
 
 import jax
-import numpy as np
 from flax import nnx
 
 from amortize.build import AmortizerNetwork, NetworkSpec, sample_latents
-from amortize.data import PreparedData
+from amortize.data import PreparedData, take_instances
 from amortize.graph import Factorization, ModelGraph
 from amortize.simulate import unpack_factor
 
@@ -56,9 +55,5 @@ def gather_instances(draws: dict, prepared: PreparedData, graph: ModelGraph) -> 
     out = {}
     for name, value in draws.items():
         site = graph.sites[name]
-        value = np.asarray(value[0])
-        if site.path:
-            index = prepared.instances[site.path[-1]]
-            value = value[(slice(None),) + tuple(index.T)]
-        out[name] = value
+        out[name] = take_instances(value[0], prepared.instances[site.path[-1]] if site.path else None)
     return out

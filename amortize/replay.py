@@ -43,7 +43,6 @@ __all__ = [
     "pointwise_log_likelihood",
     "posterior_predictive",
     "conditional_prior_moments",
-    "gather",
 ]
 
 
@@ -111,14 +110,6 @@ def substitutes(graph: ModelGraph, latents: Mapping[str, np.ndarray], names=None
     return {n: from_canonical(jnp.asarray(latents[n]), graph.sites[n]) for n in names}
 
 
-def gather(value: np.ndarray, positions: np.ndarray | None, lead: int = 1) -> np.ndarray:
-    """``(*lead, *plates, *event)`` → ``(*lead, n_instances, *event)`` (real instances only)."""
-    value = np.asarray(value)
-    if positions is None:
-        return value
-    return value[(slice(None),) * lead + tuple(positions.T)]
-
-
 def _site_log_prob(site_trace, site) -> jax.Array:
     """A traced site's log density, broadcast to the site's batch shape."""
     fn, value = site_trace["fn"], site_trace["value"]
@@ -148,23 +139,16 @@ def log_likelihood_function(graph: ModelGraph, padded: PaddedPosterior, keep: tu
     return jax.jit(jax.vmap(one))
 
 
-def pointwise_log_likelihood(graph: ModelGraph, padded: PaddedPosterior, key: jax.Array,
-                             latents: Mapping[str, np.ndarray] | None = None) -> dict[str, jax.Array]:
-    """log p(y_i | latents) of every response observation, per draw.
-
-    Parameters
-    ----------
-    latents : dict of site → ``(S, *plates, *event)``, optional
-        Draws of every latent site (default: ``padded.latents``).
+def pointwise_log_likelihood(graph: ModelGraph, padded: PaddedPosterior, key: jax.Array) -> dict[str, jax.Array]:
+    """log p(y_i | draw) of every response observation, for every draw in ``padded.latents``.
 
     Returns
     -------
     dict of response site → ``(S, *plates)`` log densities in the canonical
     layout (zero at padded instances).
     """
-    latents = padded.latents if latents is None else latents
     keep = tuple(graph.latent_names)
-    values = substitutes(graph, latents, keep)
+    values = substitutes(graph, padded.latents, keep)
     num_draws = next(iter(values.values())).shape[0]
     return log_likelihood_function(graph, padded, keep)(jax.random.split(key, num_draws), values)
 

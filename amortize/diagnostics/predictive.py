@@ -13,9 +13,10 @@ import numpy as np
 import xarray as xr
 
 from amortize.convert import add_groups, from_datatree, instance_dataset
+from amortize.data import take_instances
 from amortize.errors import AmortizeError
 from amortize.graph import resolve_graph
-from amortize.replay import conditional_prior_moments, gather, pointwise_log_likelihood
+from amortize.replay import conditional_prior_moments, pointwise_log_likelihood
 from amortize.replay import posterior_predictive as replay_predictive
 from amortize.replay import response_names
 
@@ -54,7 +55,7 @@ def posterior_predictive(tree, model, seed: int = 0):
     graph = _graph(model, tree)
     padded = from_datatree(tree, graph)
     replicated = jax.device_get(replay_predictive(graph, padded, jax.random.key(seed)))
-    group = {n: gather(v, _positions(padded, graph, n)) for n, v in replicated.items()}
+    group = {n: take_instances(v, _positions(padded, graph, n)) for n, v in replicated.items()}
     return add_groups(tree, graph, {"posterior_predictive": group})
 
 
@@ -67,7 +68,7 @@ def log_likelihood(tree, model, seed: int = 0):
     graph = _graph(model, tree)
     padded = from_datatree(tree, graph)
     values = jax.device_get(pointwise_log_likelihood(graph, padded, jax.random.key(seed)))
-    group = {n: gather(v, _positions(padded, graph, n)) for n, v in values.items()}
+    group = {n: take_instances(v, _positions(padded, graph, n)) for n, v in values.items()}
     return add_groups(tree, graph, {"log_likelihood": group})
 
 
@@ -104,9 +105,9 @@ def pooling_factors(tree, model) -> xr.Dataset:
     out = {}
     for name, (mean, variance) in moments.items():
         where = _positions(padded, graph, name)
-        theta = gather(padded.latents[name], where)
-        deviation = theta - gather(np.asarray(mean), where)
-        out[name] = np.var(deviation, axis=0) / np.mean(gather(np.asarray(variance), where), axis=0)
+        theta = take_instances(padded.latents[name], where)
+        deviation = theta - take_instances(np.asarray(mean), where)
+        out[name] = np.var(deviation, axis=0) / np.mean(take_instances(np.asarray(variance), where), axis=0)
     return instance_dataset(tree, graph, out, attrs={"quantity": "pooling factor"})
 
 

@@ -20,9 +20,9 @@ from numpyro.infer import MCMC, NUTS, init_to_median
 
 from amortize import __version__
 from amortize.convert import padded_from_prepared, to_datatree
-from amortize.data import prepare_data
+from amortize.data import prepare_data, take_instances
 from amortize.graph import graph_for
-from amortize.replay import gather, masked_program, program_arguments
+from amortize.replay import masked_program, program_arguments
 from amortize.simulate import to_canonical
 
 __all__ = ["nuts", "ReferenceWarning", "RHAT_THRESHOLD"]
@@ -86,7 +86,7 @@ def nuts(model: Callable, data: Mapping[str, Any], *, index: Mapping[str, Any] |
         value = np.asarray(samples[name])  # (chains, draws, *batch, *event)
         canonical = np.asarray(jax.vmap(jax.vmap(lambda v, site=site: to_canonical(v, site)))(value))
         where = prepared.instances[site.path[-1]] if site.path else None
-        real = gather(canonical, where, lead=2)
+        real = take_instances(canonical, where, lead=2)
         rhat = split_gelman_rubin(real) if num_chains > 1 else np.ones(real.shape[2:])
         max_rhat[name] = float(np.nanmax(rhat)) if np.size(rhat) else 1.0
         draws[name] = real.reshape((-1,) + real.shape[2:])
