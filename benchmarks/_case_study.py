@@ -8,6 +8,7 @@ program, compares the two posteriors, runs the validation report into
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 import warnings
@@ -22,6 +23,35 @@ from amortize.reference import ReferenceWarning, compare_posteriors, nuts, summa
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 FIGURES = ROOT / "docs" / "figures"
+
+
+def parse_arguments(doc: str, *, steps: int, batch_size: int, quick: dict, refits: int | None = None,
+                    extra=None):
+    """The options every case study takes: ``--steps``, ``--batch-size``, ``--quick``
+    (the ``quick`` overrides: a tiny run to check the script) and, with ``refits``,
+    ``--refits`` (NUTS refits timed for LOGO, then scaled). ``extra(parser)`` adds more."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    if refits is not None:
+        parser.add_argument("--refits", type=int, default=refits, help="NUTS refits timed for LOGO (then scaled)")
+    if extra is not None:
+        extra(parser)
+    parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    args = parser.parse_args()
+    if args.quick:
+        vars(args).update(quick)
+    return args
+
+
+def figure_folder(name: str, quick: bool) -> Path:
+    """Where the validation report goes: ``docs/figures/<name>``, or a temporary
+    folder for ``--quick`` runs (which must not overwrite the documented figures)."""
+    if quick:
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix=f"{name}-quick-"))
+    return FIGURES / name
 
 
 def shared_data(name: str) -> Path:
@@ -59,6 +89,16 @@ def run_nuts(model, data, *, seed=0, **kwargs):
     return tree, {"seconds": seconds, "converged": bool(attrs["converged"]), "max_rhat": float(attrs["max_rhat"]),
                   "divergences": int(attrs["divergences"]),
                   "warnings": [str(w.message) for w in caught if issubclass(w.category, ReferenceWarning)]}
+
+
+def timed_logo(amortizer, data, **kwargs):
+    """Leave-one-group-out CV with the amortizer (4000 draws), and its summary with the wall time."""
+    from amortize.diagnostics import logo
+
+    start = time.perf_counter()
+    elpd = logo(amortizer, data, num_samples=4000, **kwargs)
+    return elpd, {"seconds": time.perf_counter() - start, "elpd": elpd.elpd, "se": elpd.se, "p": elpd.p,
+                  "warning": elpd.warning}
 
 
 def comparison(amortized, reference) -> tuple[dict, object]:
@@ -100,5 +140,5 @@ def comparison_rows(label: str, summary: dict) -> list[tuple[str, str]]:
             for site, s in summary.items()]
 
 
-__all__ = ["am", "shared_data", "median_seconds", "train", "run_nuts", "comparison", "write", "print_table",
-           "standard_rows", "comparison_rows", "FIGURES", "RESULTS"]
+__all__ = ["am", "parse_arguments", "figure_folder", "shared_data", "median_seconds", "train", "run_nuts", "comparison", "write", "print_table",
+           "standard_rows", "comparison_rows", "timed_logo", "FIGURES", "RESULTS"]

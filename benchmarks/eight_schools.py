@@ -17,25 +17,17 @@ Usage: ``python benchmarks/eight_schools.py [--steps 10000] [--batch-size 128] [
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
-from _case_study import (FIGURES, am, comparison, comparison_rows, median_seconds, print_table, run_nuts,
-                         shared_data, standard_rows, train, write)
-from amortize.diagnostics import logo
+from _case_study import (am, comparison, comparison_rows, figure_folder, median_seconds, parse_arguments,
+                         print_table, run_nuts, shared_data, standard_rows, timed_logo, train, write)
 from amortize.models import eight_schools as es
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=10000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
-    args = parser.parse_args()
-    if args.quick:
-        args.steps, args.batch_size = 200, 32
+    args = parse_arguments(__doc__, steps=10000, batch_size=128, quick={"steps": 200, "batch_size": 32})
     folder = shared_data("eight_schools")
     data, coords = es.data(), {"school": es.SCHOOLS}
     posteriordb = es.reference_posterior(folder)
@@ -52,10 +44,7 @@ def main():
     results["nuts_vs_posteriordb"], _ = comparison(nuts_tree, posteriordb)
     results["vs_nuts"], _ = comparison(amortized, nuts_tree)
 
-    start = time.perf_counter()
-    elpd = logo(amortizer, data, num_samples=4000, coords=coords)
-    results["logo"] = {"seconds": time.perf_counter() - start, "elpd": elpd.elpd, "se": elpd.se, "p": elpd.p,
-                       "warning": elpd.warning}
+    _, results["logo"] = timed_logo(amortizer, data, coords=coords)
     start = time.perf_counter()
     for j in range(len(es.Y)):
         keep = np.arange(len(es.Y)) != j
@@ -63,7 +52,8 @@ def main():
                  num_chains=4, target_accept_prob=0.95, seed=j)
     results["nuts_refits_for_logo_seconds"] = time.perf_counter() - start
 
-    report = amortizer.validate(FIGURES / "eight_schools", data=data, coords=coords, reference=posteriordb,
+    figures = figure_folder("eight_schools", args.quick)
+    report = amortizer.validate(figures, data=data, coords=coords, reference=posteriordb,
                                 logo=True, num_datasets=200, sbc_draws=100, num_samples=4000)
     results["sbc"] = {k: bool(v) for k, v in report.calibration.sbc_table()["passed"].items()}
     results["recovery"] = report.calibration.recovery_table().drop(columns="level").to_dict(orient="index")
@@ -73,7 +63,7 @@ def main():
     rows += comparison_rows("amortized vs posteriordb", results["vs_posteriordb"])
     rows += comparison_rows("NUTS (centered) vs posteriordb", results["nuts_vs_posteriordb"])
     print_table("eight schools case study", rows)
-    print(f"\nwrote {path} and {FIGURES / 'eight_schools'}")
+    print(f"\nwrote {path} and {figures}")
 
 
 if __name__ == "__main__":

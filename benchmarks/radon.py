@@ -13,29 +13,24 @@ Usage: ``python benchmarks/radon.py [--steps 2000] [--batch-size 16] [--summary-
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from _case_study import (FIGURES, am, comparison, comparison_rows, median_seconds, print_table, run_nuts,
-                         shared_data, standard_rows, train, write)
-from amortize.diagnostics import elpd_difference, logo
+from _case_study import (am, comparison, comparison_rows, figure_folder, median_seconds, parse_arguments,
+                         print_table, run_nuts, shared_data, standard_rows, timed_logo, train, write)
+from amortize.diagnostics import elpd_difference
 from amortize.models import radon
 
 MODELS = {"intercepts": radon.intercepts, "intercepts_slopes": radon.intercepts_slopes}
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--summary-width", type=int, default=32,
-                        help="the house-level summary sees up to 90 × 120 padded houses per data set")
-    parser.add_argument("--refits", type=int, default=2, help="NUTS refits timed for LOGO (then scaled)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
-    args = parser.parse_args()
-    if args.quick:
-        args.steps, args.batch_size, args.refits = 50, 8, 1
+    def extra(parser):
+        parser.add_argument("--summary-width", type=int, default=32,
+                            help="the house-level summary sees up to 90 × 120 padded houses per data set")
+        parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+
+    args = parse_arguments(__doc__, steps=2000, batch_size=16, refits=2, extra=extra,
+                           quick={"steps": 50, "batch_size": 8, "refits": 1})
     data, index = radon.load(shared_data("radon"))
     counties = sorted(set(index["county"]))
     results, elpds = {}, {}
@@ -50,10 +45,7 @@ def main():
         nuts_tree, out["nuts"] = run_nuts(model, data, index=index, num_warmup=1000, num_samples=1000,
                                           num_chains=4)
         out["vs_nuts"], _ = comparison(amortized, nuts_tree)
-        start = time.perf_counter()
-        elpds[name] = logo(amortizer, data, index=index, num_samples=4000)
-        out["logo"] = {"seconds": time.perf_counter() - start, "elpd": elpds[name].elpd,
-                       "se": elpds[name].se, "p": elpds[name].p, "warning": elpds[name].warning}
+        elpds[name], out["logo"] = timed_logo(amortizer, data, index=index)
         start = time.perf_counter()
         for j in range(args.refits):
             keep = index["county"] != counties[j]
@@ -61,8 +53,8 @@ def main():
                      num_warmup=1000, num_samples=1000, num_chains=4, seed=j)
         out["nuts_refit_seconds"] = (time.perf_counter() - start) / args.refits
         out["nuts_refits_for_logo_seconds"] = out["nuts_refit_seconds"] * len(counties)
-        report = amortizer.validate(FIGURES / f"radon_{name}", data=data, index=index, reference=nuts_tree,
-                                    num_datasets=200, sbc_draws=100, num_samples=4000)
+        report = amortizer.validate(figure_folder(f"radon_{name}", args.quick), data=data, index=index,
+                                    reference=nuts_tree, num_datasets=200, sbc_draws=100, num_samples=4000)
         out["sbc"] = {k: bool(v) for k, v in report.calibration.sbc_table()["passed"].items()}
         out["recovery"] = report.calibration.recovery_table().drop(columns="level").to_dict(orient="index")
         out["network"] = amortizer.network_config.to_dict()

@@ -11,24 +11,16 @@ Usage: ``python benchmarks/sleepstudy.py [--steps 10000] [--batch-size 64] [--qu
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from _case_study import (FIGURES, am, comparison, comparison_rows, median_seconds, print_table, run_nuts,
-                         shared_data, standard_rows, train, write)
-from amortize.diagnostics import logo
+from _case_study import (am, comparison, comparison_rows, figure_folder, median_seconds, parse_arguments,
+                         print_table, run_nuts, shared_data, standard_rows, timed_logo, train, write)
 from amortize.models import sleepstudy
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=10000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--refits", type=int, default=3, help="NUTS refits timed for LOGO (then scaled)")
-    parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
-    args = parser.parse_args()
-    if args.quick:
-        args.steps, args.batch_size, args.refits = 200, 32, 1
+    args = parse_arguments(__doc__, steps=10000, batch_size=64, refits=3,
+                           quick={"steps": 200, "batch_size": 32, "refits": 1})
     data, coords = sleepstudy.load(shared_data("sleepstudy"))
     n_subjects = data["reaction"].shape[0]
 
@@ -41,10 +33,7 @@ def main():
                                           num_samples=1000, num_chains=4)
     results["vs_nuts"], table = comparison(amortized, nuts_tree)
 
-    start = time.perf_counter()
-    elpd = logo(amortizer, data, num_samples=4000, coords=coords)
-    results["logo"] = {"seconds": time.perf_counter() - start, "elpd": elpd.elpd, "se": elpd.se, "p": elpd.p,
-                       "warning": elpd.warning}
+    _, results["logo"] = timed_logo(amortizer, data, coords=coords)
     start = time.perf_counter()
     for j in range(args.refits):
         rest = {k: [row for i, row in enumerate(v) if i != j] for k, v in data.items()}
@@ -53,7 +42,8 @@ def main():
     results["nuts_refit_seconds"] = per_refit
     results["nuts_refits_for_logo_seconds"] = per_refit * n_subjects
 
-    report = amortizer.validate(FIGURES / "sleepstudy", data=data, coords=coords, reference=nuts_tree,
+    figures = figure_folder("sleepstudy", args.quick)
+    report = amortizer.validate(figures, data=data, coords=coords, reference=nuts_tree,
                                 logo=False, num_datasets=200, sbc_draws=100, num_samples=4000)
     results["sbc"] = {k: bool(v) for k, v in report.calibration.sbc_table()["passed"].items()}
     results["recovery"] = report.calibration.recovery_table().drop(columns="level").to_dict(orient="index")
@@ -62,7 +52,7 @@ def main():
     rows = standard_rows(results, args.steps, args.batch_size, n_subjects, f"from {args.refits} timed")
     rows += comparison_rows("amortized vs NUTS", results["vs_nuts"])
     print_table("sleepstudy case study", rows)
-    print(f"\nwrote {path} and {FIGURES / 'sleepstudy'}")
+    print(f"\nwrote {path} and {figures}")
 
 
 if __name__ == "__main__":

@@ -43,14 +43,15 @@ class LOGOWarning(UserWarning):
     """The Monte Carlo estimate of a left-out group's predictive density is unreliable."""
 
 
-def _leave_out_masks(masks: dict, graph, plate: str, group: int) -> dict:
-    """Masks with instance ``group`` of top-level ``plate`` and everything inside it removed."""
+def _leave_out_masks(masks: dict, graph, plate: str, groups: list[int]) -> dict:
+    """One data set per left-out group: row ``r`` has instance ``groups[r]`` of top-level
+    ``plate``, and everything inside it, masked out. ``masks`` are ``(1, *plates)``."""
+    rows = np.arange(len(groups))
     out = {}
     for name, mask in masks.items():
-        path = graph.plates[name].path
-        mask = np.array(mask)
-        if path[0] == plate:
-            mask[:, group] = False
+        mask = np.repeat(mask, len(groups), axis=0)
+        if graph.plates[name].path[0] == plate:
+            mask[rows, groups] = False
         out[name] = mask
     return out
 
@@ -148,11 +149,7 @@ def logo(amortizer, data: Mapping[str, Any], *, plate: str | None = None, num_sa
     for start in range(0, n_groups, chunk):
         batch = groups[start:start + chunk]
         data_batch = {n: np.repeat(v, len(batch), axis=0) for n, v in prepared.data.items()}
-        mask_batch = {n: np.repeat(v, len(batch), axis=0) for n, v in prepared.masks.items()}
-        for row, group in enumerate(batch):
-            for name, mask in _leave_out_masks({n: m[row:row + 1] for n, m in mask_batch.items()},
-                                               graph, plate, group).items():
-                mask_batch[name][row] = mask[0]
+        mask_batch = _leave_out_masks(prepared.masks, graph, plate, batch)
         draws = jax.device_get(sampler(jax.random.fold_in(draw_key, start), data_batch, mask_batch, num_samples))
         for row, group in enumerate(batch):
             keys = jax.random.split(jax.random.fold_in(prior_key, group), num_samples)
@@ -191,9 +188,9 @@ def elpd_difference(a, b) -> dict:
     dict
         ``elpd_diff``, ``se`` (sqrt(J · var(elpd_a,j − elpd_b,j))) and ``z`` (their ratio).
     """
-    difference = np.asarray(a.elpd_i) - np.asarray(b.elpd_i)
     if np.shape(a.elpd_i) != np.shape(b.elpd_i):
         raise AmortizeError("The two ELPD results cover different groups; run both on the same data.")
+    difference = np.asarray(a.elpd_i) - np.asarray(b.elpd_i)
     se = float(math.sqrt(difference.size * np.var(difference)))
     total = float(difference.sum())
     return {"elpd_diff": total, "se": se, "z": total / se if se > 0 else float("inf")}

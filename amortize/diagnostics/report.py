@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -155,9 +154,7 @@ def validate(amortizer, path, *, data: Mapping[str, Any] | None = None, index=No
                    "Worst parameter per site (targets: |Δmean| ≤ 0.1 reference sd, |sd ratio − 1| ≤ 0.1):\n",
                    _table_markdown(site_summary), "\n![comparison](comparison.png)\n"]
             if has_local:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    reference_pooling = pooling_factors(reference, amortizer)
+                reference_pooling = pooling_factors(reference, amortizer)
         if has_local:
             report.pooling = pooling_factors(tree, amortizer)
             write("pooling", figures.pooling_figure_data(report.pooling, reference_pooling), figures.plot_pooling)
