@@ -216,7 +216,7 @@ class AmortizerNetwork(nnx.Module):
             summaries[level.name] = LevelSummary(
                 in_features, embed_dim=c.embed_dim, out_dim=c.pooled_dim, width=c.summary_width,
                 depth=c.summary_depth, kind=c.summary, heads=c.attention_heads,
-                max_size=level.max_size, **common)
+                max_size=level.max_size, data_features=sum(f for _, f in level.data), **common)
         self.summaries = nnx.Dict({level.name: summaries[level.name] for level in spec.levels})
         root_in = sum(f for _, f in spec.root_data) + sum(summaries[p].out_features for p in spec.top_plates)
         self.root = MLP((max(root_in, 1), *(c.summary_width,) * c.summary_depth, c.embed_dim), **common)

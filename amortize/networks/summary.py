@@ -9,7 +9,8 @@ A level's summary network has two parts (Zaheer et al. 2017; Lee et al. 2019):
 * a *pooler* that turns the embeddings of all instances inside one parent
   instance into one vector (masked mean and scaled sum for ``"deepset"``,
   masked attention for ``"set_transformer"``), appends the mean and standard
-  deviation of the raw inputs and the instance count, and maps it through ρ.
+  deviation of the raw inputs, the correlations between the level's own data
+  features and the instance count, and maps it through ρ.
 
 Weights are shared over all instances, so the network does not depend on how
 many there are.
@@ -23,7 +24,7 @@ from flax import nnx
 
 from amortize.networks.mlp import ACTIVATIONS, MLP
 
-__all__ = ["LevelSummary", "masked_mean", "masked_sd", "count_features"]
+__all__ = ["LevelSummary", "masked_mean", "masked_sd", "masked_correlations", "count_features"]
 
 _NEG = -1e9
 
@@ -45,6 +46,25 @@ def masked_sd(x: jax.Array, mask: jax.Array) -> jax.Array:
     mean = masked_mean(x, mask)
     variance = masked_mean((x - mean[..., None, :]) ** 2, mask)
     return jnp.sqrt(variance + 1e-6) - 1e-3
+
+
+def masked_correlations(x: jax.Array, mask: jax.Array) -> jax.Array:
+    """Correlations of every pair of features of ``x (..., n, f)`` over ``n`` where ``mask (..., n)``.
+
+    Returns ``(..., f (f - 1) / 2)`` in the order of ``numpy.triu_indices(f, 1)``.
+    A feature without spread in a set (a single instance, a covariate held
+    constant) gives correlation 0: the small floor in the denominator keeps the
+    value and its gradient finite.
+    """
+    rows, cols = jnp.triu_indices(x.shape[-1], 1)
+    centred = x - masked_mean(x, mask)[..., None, :]
+    variance = masked_mean(centred**2, mask)
+    covariance = masked_mean(centred[..., rows] * centred[..., cols], mask)
+    return covariance * jax.lax.rsqrt((variance[..., rows] + 1e-3) * (variance[..., cols] + 1e-3))
+
+
+#: Levels with more own data features than this pass no correlations (their number grows as f²).
+MAX_CORRELATED_FEATURES = 8
 
 
 def count_features(mask: jax.Array) -> jax.Array:
@@ -83,6 +103,13 @@ class LevelSummary(nnx.Module):
     ----------
     in_features : int
         Features per instance: the level's data plus the nested plates' pooled summaries.
+    data_features : int
+        How many of the leading input features are the level's own data. Their
+        pairwise correlations within each set are passed on with the means and
+        sds: with them the sufficient statistics of a within-group linear
+        regression (e.g. a response against a covariate) are exact inputs,
+        which the encoder would otherwise have to learn to compute (when there
+        are 2 to ``MAX_CORRELATED_FEATURES`` of them).
     embed_dim : int
         Width of the instance embedding.
     out_dim : int
@@ -99,9 +126,13 @@ class LevelSummary(nnx.Module):
     """
 
     def __init__(self, in_features: int, *, embed_dim: int, out_dim: int, width: int,
-                 depth: int, kind: str, heads: int, activation: str, max_size: int, rngs: nnx.Rngs):
+                 depth: int, kind: str, heads: int, activation: str, max_size: int, rngs: nnx.Rngs,
+                 data_features: int = 0):
         hidden = (width,) * depth
         self.kind = kind
+        correlated = data_features if 2 <= data_features <= MAX_CORRELATED_FEATURES else 0
+        self.correlated = correlated
+        n_moments = 2 * max(in_features, 1) + correlated * (correlated - 1) // 2
         self.max_size = max_size
         self.encoder = MLP((max(in_features, 1), *hidden, embed_dim), activation=activation, rngs=rngs)
         if kind == "deepset":
@@ -114,11 +145,10 @@ class LevelSummary(nnx.Module):
             self.seed = nnx.Param(jax.random.normal(rngs.params(), (1, width)) * 0.1)
         else:
             raise ValueError(f"Unknown summary network kind {kind!r}; use 'deepset' or 'set_transformer'.")
-        # ρ sees the pooled embeddings, the raw input mean and sd and the two count features.
-        self.outer = MLP((pooled_width + 2 * max(in_features, 1) + 2, *hidden, out_dim),
-                         activation=activation, rngs=rngs)
+        # ρ sees the pooled embeddings, the raw input moments and the two count features.
+        self.outer = MLP((pooled_width + n_moments + 2, *hidden, out_dim), activation=activation, rngs=rngs)
         self.activation = activation
-        self.out_features = out_dim + 2 * max(in_features, 1)
+        self.out_features = out_dim + n_moments
 
     def embed(self, inputs: jax.Array) -> jax.Array:
         """Instance embeddings: ``(..., n, in_features)`` → ``(..., n, embed_dim)``."""
@@ -142,7 +172,7 @@ class LevelSummary(nnx.Module):
         -------
         ``(..., out_features)``
             ρ's output (``out_dim``) followed by the raw inputs' masked mean and
-            sd (``in_features`` each).
+            sd (``in_features`` each) and the correlations of the data features.
         """
         act = ACTIVATIONS[self.activation]
         if self.kind == "deepset":
@@ -165,6 +195,8 @@ class LevelSummary(nnx.Module):
             pooled = pooled.reshape(lead + (pooled.shape[-1],))
         raw = _nonempty(inputs)
         moments = [masked_mean(raw, mask), masked_sd(raw, mask)]
+        if self.correlated:
+            moments.append(masked_correlations(raw[..., :self.correlated], mask))
         summary = self.outer(jnp.concatenate([pooled, *moments, count_features(mask)], axis=-1))
         # The raw moments also bypass ρ on the way up: a parent level sees, e.g.,
         # each group's exact sample mean and sd, whatever ρ learned to keep

@@ -7,13 +7,13 @@ import pytest
 from flax import nnx
 
 from amortize.networks import LevelSummary
-from amortize.networks.summary import count_features, masked_mean, masked_sd
+from amortize.networks.summary import count_features, masked_correlations, masked_mean, masked_sd
 
 
 @pytest.mark.parametrize("kind", ["deepset", "set_transformer"])
 def test_pooling_is_permutation_invariant_and_ignores_padding(kind):
     net = LevelSummary(3, embed_dim=8, out_dim=5, width=16, depth=2, kind=kind, heads=2,
-                       activation="silu", max_size=7, rngs=nnx.Rngs(0))
+                       activation="silu", max_size=7, rngs=nnx.Rngs(0), data_features=2)
     x = jax.random.normal(jax.random.key(0), (2, 7, 3))
     mask = jnp.array([[True] * 4 + [False] * 3, [True] * 7])
     pooled = net.pool(x, net.embed(x), mask)
@@ -37,3 +37,32 @@ def test_masked_sd_is_the_spread_of_the_real_instances():
     mask = jnp.array([[True, True, False], [True, True, True], [True, False, False]])
     expected = [1.0, np.std([2.0, 5.0, 7.0]), 0.0]
     np.testing.assert_allclose(np.asarray(masked_sd(x, mask))[:, 0], expected, atol=2e-3)
+
+
+def test_masked_correlations_are_those_of_the_real_instances():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 6, 3)) * [1.0, 5.0, 0.2]
+    x[..., 1] += 3.0 * x[..., 0]  # a positive correlation (0.51 in expectation)
+    x[1, :, 2] = 4.0  # a feature without spread
+    mask = np.array([[True] * 4 + [False] * 2, [True] * 6])
+    got = np.asarray(masked_correlations(jnp.asarray(x), jnp.asarray(mask)))
+    assert got.shape == (2, 3)
+    rows, cols = np.triu_indices(3, 1)
+    for b in range(2):
+        real = x[b][mask[b]]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected = np.nan_to_num(np.corrcoef(real.T)[rows, cols])
+        # The floor of 1e-3 in the variances shifts each value by about 1e-3 / variance.
+        np.testing.assert_allclose(got[b], expected, atol=0.03)
+    assert got[0, 0] > 0.5 and got[1, 0] > 0.5
+    np.testing.assert_allclose(got[1, 1:], 0.0, atol=1e-6)
+
+
+def test_summary_passes_the_data_correlations_to_the_parent_level():
+    net = LevelSummary(3, embed_dim=4, out_dim=5, width=8, depth=1, kind="deepset", heads=1,
+                       activation="silu", max_size=5, rngs=nnx.Rngs(0), data_features=2)
+    assert net.out_features == 5 + 2 * 3 + 1
+    x = jax.random.normal(jax.random.key(1), (3, 5, 3))
+    mask = jnp.ones((3, 5), bool)
+    pooled = net.pool(x, net.embed(x), mask)
+    np.testing.assert_allclose(pooled[:, -1], masked_correlations(x[..., :2], mask)[:, 0], rtol=1e-6)
