@@ -161,7 +161,8 @@ class ConditionalFlow(nnx.Module):
         Widths of the parts of the conditioning vector (summary embedding,
         then each conditioning factor's latents).
     layers : int
-        Number of coupling layers.
+        Number of coupling layers (none for a one-dimensional affine flow,
+        where they would compose into the final affine layer).
     hidden : int
         Hidden width of each conditioner.
     depth : int
@@ -177,6 +178,12 @@ class ConditionalFlow(nnx.Module):
                  depth: int, kind: str, bins: int, bound: float, activation: str, rngs: nnx.Rngs):
         if kind not in ("spline", "affine"):
             raise ValueError(f"Unknown flow kind {kind!r}; use 'spline' or 'affine'.")
+        if kind == "affine" and dim == 1:
+            # On one dimension every coupling layer is an affine map whose
+            # parameters depend on the context alone, and affine maps compose
+            # into one: the final conditional affine layer is the whole flow (a
+            # conditional Gaussian), and more layers would only cost sampling time.
+            layers = 0
         self.dim, self.n_layers, self.hidden = dim, layers, hidden
         self.kind, self.bins, self.bound, self.activation = kind, bins, bound, activation
         n_params = 3 * bins + 1 if kind == "spline" else 2

@@ -102,3 +102,15 @@ def test_spline_gradients_are_finite_inside_and_outside_the_bound():
         return jnp.sum(x) + jnp.sum(log_det)
 
     assert np.isfinite(np.asarray(jax.grad(total)(params))).all()
+
+
+def test_one_dimensional_affine_flow_is_a_conditional_gaussian():
+    # Its coupling layers would compose into one affine map: none are built,
+    # and the log density is exactly quadratic in x with a negative curvature.
+    flow = perturbed_flow("affine", 1)
+    assert flow.n_layers == 0
+    grid = jnp.linspace(-3.0, 3.0, 13)[:, None]
+    log_q = np.asarray(flow.log_prob(grid, context(flow, grid.shape[0])), np.float64)
+    coefficients = np.polyfit(np.asarray(grid[:, 0]), log_q, 2)
+    np.testing.assert_allclose(np.polyval(coefficients, np.asarray(grid[:, 0])), log_q, atol=1e-4)
+    assert coefficients[0] < 0
