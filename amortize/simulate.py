@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
@@ -99,13 +100,19 @@ def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, 
     """Draw ragged plate sizes as masks.
 
     A top-level plate draws one size per data set, uniformly in its training
-    range. For a nested plate, half the data sets let each enclosing instance
-    draw its size uniformly over the whole range (strongly unbalanced designs);
-    the other half first draw a sub-range ``[lo, hi]`` (two uniform draws,
-    sorted) and draw every instance's size in it. Balanced designs (``lo ==
-    hi``, e.g. ten groups of one observation) and unbalanced ones are then both
-    common in training, as they are in data; independent sizes alone would
-    almost never produce a balanced design.
+    range. For a nested plate, each data set follows one of three designs,
+    with equal probability:
+
+    * every enclosing instance draws its size uniformly over the whole range
+      (strongly unbalanced designs);
+    * the data set first draws a sub-range ``[lo, hi]`` (two uniform draws,
+      sorted) and every instance draws its size in it, so balanced designs
+      (``lo == hi``, e.g. ten groups of one observation) are common, as they
+      are in data; independent sizes alone would almost never produce one;
+    * every instance draws its size log-uniformly over the whole range: many
+      small groups next to a few large ones, the shape of observational data
+      (radon: most counties have a handful of houses, two have over 100),
+      which the uniform designs almost never produce.
 
     Returns
     -------
@@ -118,17 +125,25 @@ def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, 
         low, high = plate.size_range
         parent = masks[plate.parent] if plate.parent else jnp.ones((batch_size,), bool)
         range_key, count_key = jax.random.split(k)
-        whole = jnp.broadcast_to(jnp.array([low, high]), (batch_size, 2))
-        bounds = whole  # a top-level plate: one size per data set over the whole range
-        if plate.parent is not None:  # half the data sets draw sizes in a sub-range
-            bound_key, scheme_key = jax.random.split(range_key)
-            sub = jnp.sort(jax.random.randint(bound_key, (batch_size, 2), low, high + 1), axis=1)
-            use_whole = jax.random.bernoulli(scheme_key, 0.5, (batch_size, 1))
-            bounds = jnp.where(use_whole, whole, sub)
         shape = parent.shape
-        lo = bounds[:, 0].reshape((batch_size,) + (1,) * (len(shape) - 1))
-        hi = bounds[:, 1].reshape((batch_size,) + (1,) * (len(shape) - 1))
-        counts = jax.random.randint(count_key, shape, lo, hi + 1)
+        lead = (batch_size,) + (1,) * (len(shape) - 1)
+        if plate.parent is None:  # a top-level plate: one size per data set over the whole range
+            counts = jax.random.randint(count_key, shape, low, high + 1)
+        else:
+            bound_key, scheme_key = jax.random.split(range_key)
+            uniform_key, log_key = jax.random.split(count_key)
+            sub = jnp.sort(jax.random.randint(bound_key, (batch_size, 2), low, high + 1), axis=1)
+            scheme = jax.random.randint(scheme_key, (batch_size,), 0, 3).reshape(lead)
+            whole = jnp.broadcast_to(jnp.array([low, high]), (batch_size, 2))
+            bounds = jnp.where((scheme == 1).reshape(batch_size, 1), sub, whole)
+            uniform = jax.random.randint(uniform_key, shape, bounds[:, 0].reshape(lead),
+                                         bounds[:, 1].reshape(lead) + 1)
+            # Log-uniform on [low, high + 1), floored: P(n) ∝ log((n + 1) / n).
+            log_low, log_high = np.log(max(low, 1)), np.log(high + 1)
+            log_uniform = jnp.floor(jnp.exp(jax.random.uniform(log_key, shape, minval=log_low,
+                                                               maxval=log_high)))
+            log_uniform = jnp.clip(log_uniform.astype(uniform.dtype), low, high)
+            counts = jnp.where(scheme == 2, log_uniform, uniform)
         mask = jnp.arange(high) < counts[..., None]
         masks[name] = mask & parent[..., None]
     return masks
