@@ -93,8 +93,11 @@ def main():
 
     # Every fit compiles its step. After a warm-up fit (one-time start-up costs),
     # two fits of different lengths separate compilation from the per-step time.
-    short, long = (10, 60) if not args.quick else (5, 15)
+    # Both lengths are whole multiples of the steps fused into one call: a fit
+    # always runs whole chunks, so other lengths would count steps never run.
     probe = am.TrainConfig(validation_every=10**9)
+    chunk = probe.steps_per_call
+    short, long = (chunk, 4 * chunk) if not args.quick else (chunk, 2 * chunk)
     amortizer.fit(steps=short, batch_size=args.batch_size, seed=0, progress=False, config=probe)
     start = time.perf_counter()
     amortizer.fit(steps=short, batch_size=args.batch_size, seed=0, progress=False, config=probe)
@@ -106,7 +109,7 @@ def main():
     compile_seconds = max(short_seconds - short * seconds_per_step, 0.0)
     results["fit_compile_seconds"] = compile_seconds
     results["train_steps_per_second_probe"] = 1.0 / seconds_per_step
-    steps = max(50, int((args.train_seconds - compile_seconds) / seconds_per_step))
+    steps = chunk * max(2, int((args.train_seconds - compile_seconds) / seconds_per_step) // chunk)
 
     amortizer = am.compile(hierarchical_normal.model, data=["y"], sizes=hierarchical_normal.SIZES, network=network)
     start = time.perf_counter()
