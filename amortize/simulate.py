@@ -133,9 +133,8 @@ def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, 
             bound_key, scheme_key = jax.random.split(range_key)
             uniform_key, log_key = jax.random.split(count_key)
             sub = jnp.sort(jax.random.randint(bound_key, (batch_size, 2), low, high + 1), axis=1)
-            scheme = jax.random.randint(scheme_key, (batch_size,), 0, 3).reshape(lead)
-            whole = jnp.broadcast_to(jnp.array([low, high]), (batch_size, 2))
-            bounds = jnp.where((scheme == 1).reshape(batch_size, 1), sub, whole)
+            scheme = jax.random.randint(scheme_key, (batch_size,), 0, 3)
+            bounds = jnp.where((scheme == 1)[:, None], sub, jnp.array([low, high]))
             uniform = jax.random.randint(uniform_key, shape, bounds[:, 0].reshape(lead),
                                          bounds[:, 1].reshape(lead) + 1)
             # Log-uniform on [low, high + 1), floored: P(n) ∝ log((n + 1) / n).
@@ -143,7 +142,7 @@ def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, 
             log_uniform = jnp.floor(jnp.exp(jax.random.uniform(log_key, shape, minval=log_low,
                                                                maxval=log_high)))
             log_uniform = jnp.clip(log_uniform.astype(uniform.dtype), low, high)
-            counts = jnp.where(scheme == 2, log_uniform, uniform)
+            counts = jnp.where(scheme.reshape(lead) == 2, log_uniform, uniform)
         mask = jnp.arange(high) < counts[..., None]
         masks[name] = mask & parent[..., None]
     return masks

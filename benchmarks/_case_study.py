@@ -160,5 +160,6 @@ def comparison_rows(label: str, summary: dict) -> list[tuple[str, str]]:
             for site, s in summary.items()]
 
 
-__all__ = ["am", "parse_arguments", "figure_folder", "shared_data", "median_seconds", "train", "run_nuts", "comparison", "write", "print_table",
-           "standard_rows", "comparison_rows", "timed_logo", "FIGURES", "RESULTS"]
+__all__ = ["am", "parse_arguments", "figure_folder", "shared_data", "median_seconds", "train", "run_nuts",
+           "timed_logo", "simulated_twin", "comparison", "write", "print_table", "standard_rows", "comparison_rows",
+           "FIGURES", "RESULTS"]

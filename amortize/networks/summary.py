@@ -43,8 +43,18 @@ def masked_sd(x: jax.Array, mask: jax.Array) -> jax.Array:
     Zero for sets of fewer than two instances. The small floor inside the
     square root keeps the gradient finite at zero spread.
     """
+    _, _, variance = _centred(x, mask)
+    return _sd(variance)
+
+
+def _centred(x: jax.Array, mask: jax.Array):
+    """Masked mean ``(..., f)``, centred values ``(..., n, f)`` and masked variance ``(..., f)``."""
     mean = masked_mean(x, mask)
-    variance = masked_mean((x - mean[..., None, :]) ** 2, mask)
+    centred = x - mean[..., None, :]
+    return mean, centred, masked_mean(centred**2, mask)
+
+
+def _sd(variance: jax.Array) -> jax.Array:
     return jnp.sqrt(variance + 1e-6) - 1e-3
 
 
@@ -56,9 +66,12 @@ def masked_correlations(x: jax.Array, mask: jax.Array) -> jax.Array:
     constant) gives correlation 0: the small floor in the denominator keeps the
     value and its gradient finite.
     """
-    rows, cols = jnp.triu_indices(x.shape[-1], 1)
-    centred = x - masked_mean(x, mask)[..., None, :]
-    variance = masked_mean(centred**2, mask)
+    _, centred, variance = _centred(x, mask)
+    return _correlations(centred, variance, mask)
+
+
+def _correlations(centred: jax.Array, variance: jax.Array, mask: jax.Array) -> jax.Array:
+    rows, cols = jnp.triu_indices(centred.shape[-1], 1)
     covariance = masked_mean(centred[..., rows] * centred[..., cols], mask)
     return covariance * jax.lax.rsqrt((variance[..., rows] + 1e-3) * (variance[..., cols] + 1e-3))
 
@@ -194,9 +207,12 @@ class LevelSummary(nnx.Module):
             pooled = jnp.where(flat_mask.any(-1, keepdims=True), pooled, 0.0)
             pooled = pooled.reshape(lead + (pooled.shape[-1],))
         raw = _nonempty(inputs)
-        moments = [masked_mean(raw, mask), masked_sd(raw, mask)]
+        # One centring pass serves the means, sds and correlations.
+        mean, centred, variance = _centred(raw, mask)
+        moments = [mean, _sd(variance)]
         if self.correlated:
-            moments.append(masked_correlations(raw[..., :self.correlated], mask))
+            c = self.correlated
+            moments.append(_correlations(centred[..., :c], variance[..., :c], mask))
         summary = self.outer(jnp.concatenate([pooled, *moments, count_features(mask)], axis=-1))
         # The raw moments also bypass ρ on the way up: a parent level sees, e.g.,
         # each group's exact sample mean and sd, whatever ρ learned to keep
