@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from amortize.networks.mlp import ACTIVATIONS, MLP
+from amortize.networks.mlp import ACTIVATIONS, KERNEL_INIT, MLP
 
 __all__ = ["ConditionalFlow", "RationalQuadraticSpline", "coupling_mask"]
 
@@ -189,11 +189,12 @@ class ConditionalFlow(nnx.Module):
         n_params = 3 * bins + 1 if kind == "spline" else 2
         # layers couplings + one final element-wise affine layer.
         self.context_projections = nnx.List([
-            nnx.Linear(max(d, 1), (layers + 1) * hidden, use_bias=i == 0, rngs=rngs)
+            nnx.Linear(max(d, 1), (layers + 1) * hidden, use_bias=i == 0,
+                      kernel_init=KERNEL_INIT, rngs=rngs)
             for i, d in enumerate(context_dims)
         ])
         self.input_projections = nnx.List(
-            [nnx.Linear(dim, hidden, use_bias=False, rngs=rngs) for _ in range(layers)]
+            [nnx.Linear(dim, hidden, use_bias=False, kernel_init=KERNEL_INIT, rngs=rngs) for _ in range(layers)]
         )
         self.heads = nnx.List(
             [MLP((hidden,) * (depth + 1) + (dim * n_params,), activation=activation,

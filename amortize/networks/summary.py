@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from amortize.networks.mlp import ACTIVATIONS, MLP
+from amortize.networks.mlp import ACTIVATIONS, KERNEL_INIT, MLP
 
 __all__ = ["LevelSummary", "masked_mean", "masked_sd", "masked_correlations", "count_features"]
 
@@ -152,7 +152,7 @@ class LevelSummary(nnx.Module):
             pooled_width = 2 * embed_dim
         elif kind == "set_transformer":
             pooled_width = width
-            self.inner = nnx.Linear(embed_dim, width, rngs=rngs)
+            self.inner = nnx.Linear(embed_dim, width, kernel_init=KERNEL_INIT, rngs=rngs)
             self.self_attention = _MaskedAttentionBlock(width, heads, activation, rngs=rngs)
             self.pool_attention = _MaskedAttentionBlock(width, heads, activation, rngs=rngs)
             self.seed = nnx.Param(jax.random.normal(rngs.params(), (1, width)) * 0.1)
