@@ -6,6 +6,8 @@ Everything stochastic takes an explicit seed; the pure pieces live in
 
 from __future__ import annotations
 
+import time
+
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -18,7 +20,7 @@ from amortize.data import prepare_data
 from amortize.errors import AmortizeError, DataError
 from amortize.graph import Factorization, ModelGraph, build_graph, factorize
 from amortize.infer import gather_instances, make_sampler
-from amortize.train import TrainConfig, fit_network, set_standardization, simulate_in_chunks
+from amortize.train import TrainConfig, chunked_simulator, fit_network, set_standardization
 
 __all__ = ["Amortizer", "compile"]
 
@@ -48,6 +50,7 @@ class Amortizer:
         self.network: AmortizerNetwork | None = None
         self.history: dict | None = None
         self._sampler = None
+        self._chunked_simulator = None
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{p}: {r.size_range}" for p, r in self.graph.plates.items())
@@ -68,7 +71,7 @@ class Amortizer:
         key = jax.random.key(seed)
         init_key, pilot_key = jax.random.split(key)
         net = AmortizerNetwork(self.spec, rngs=nnx.Rngs(params=init_key))
-        pilot = simulate_in_chunks(pilot_key, self.graph, self.factorization, pilot_size)
+        pilot = self._simulator()(pilot_key, pilot_size)
         if not pilot.valid.any():
             raise AmortizeError(
                 "None of the pilot simulations were finite: the program produces NaN or inf "
@@ -79,19 +82,28 @@ class Amortizer:
         self._sampler = None
         return self
 
-    def fit(self, steps: int = 5000, batch_size: int = 64, seed: int = 0, *,
-            config: TrainConfig | None = None, simulation_budget: int | None = None,
-            progress: bool = True) -> dict:
+    def fit(self, steps: int | None = None, batch_size: int = 64, seed: int = 0, *,
+            time_limit: float | None = None, config: TrainConfig | None = None,
+            simulation_budget: int | None = None, progress: bool = True) -> dict:
         """Train on simulations from the program.
 
         Parameters
         ----------
-        steps : int
-            Optimizer steps.
+        steps : int, optional
+            Optimizer steps: default 5000, or no limit but the time budget when
+            ``time_limit`` is given.
         batch_size : int
             Simulated data sets per step.
         seed : int
             Seeds network initialization (first fit only), simulations and validation.
+        time_limit : float, optional
+            Wall-clock budget in seconds for the whole call, including network
+            initialization and compilation. The learning rate decays with the
+            elapsed share of the budget, and training stops before a chunk of
+            steps that would overrun it. The number of steps then depends on
+            the machine (``len(history["loss"])`` says how many ran), so two
+            budgeted runs with the same seed need not match; give ``steps``
+            alone for a reproducible run.
         config : TrainConfig, optional
             Optimizer, schedule, clipping, validation; defaults are Adam with
             warm-up and cosine decay, clipping at global norm 1.
@@ -108,18 +120,29 @@ class Amortizer:
             Training history (see :func:`amortize.train.fit_network`); also
             kept as ``self.history``.
         """
-        if steps < 1 or batch_size < 1:
+        started = time.perf_counter()
+        if steps is None and time_limit is None:
+            steps = 5000
+        if (steps is not None and steps < 1) or batch_size < 1:
             raise ValueError(f"steps and batch_size must be positive; got steps={steps}, batch_size={batch_size}.")
+        if time_limit is not None and not time_limit > 0:
+            raise ValueError(f"time_limit is in seconds and must be positive; got {time_limit}.")
         config = config or TrainConfig()
         if self.network is None:
             self.init(seed, config.pilot_size)
         key = jax.random.fold_in(jax.random.key(seed), 1)
+        remaining = None if time_limit is None else time_limit - (time.perf_counter() - started)
         self.history = fit_network(
             self.network, self.spec, self.graph, self.factorization, key=key, steps=steps,
-            batch_size=batch_size, config=config, simulation_budget=simulation_budget,
-            progress=progress)
+            batch_size=batch_size, config=config, time_limit=remaining,
+            simulation_budget=simulation_budget, progress=progress, simulator=self._simulator())
         self._sampler = None
         return self.history
+
+    def _simulator(self):
+        if self._chunked_simulator is None:
+            self._chunked_simulator = chunked_simulator(self.graph, self.factorization)
+        return self._chunked_simulator
 
     def _require_trained(self):
         if self.network is None:

@@ -14,6 +14,7 @@ Several steps run per compiled call (``lax.scan``) to keep dispatch cheap.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -29,7 +30,7 @@ from amortize.errors import TrainingError
 from amortize.graph import Factorization, ModelGraph
 from amortize.simulate import Simulation, simulate
 
-__all__ = ["TrainConfig", "fit_network", "simulate_in_chunks", "set_standardization"]
+__all__ = ["TrainConfig", "chunked_simulator", "fit_network", "simulate_in_chunks", "set_standardization"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +52,8 @@ class TrainConfig:
     validation_size : int
         Held-out simulated data sets for the validation loss.
     validation_every : int or None
-        Steps between validation losses; default about 20 per run.
+        Steps between validation losses; default about 20 per run (every 5%
+        of the time budget when training to one).
     pilot_size : int
         Simulations used to standardize inputs and targets before training.
     steps_per_call : int
@@ -60,7 +62,9 @@ class TrainConfig:
         Training stops with :class:`TrainingError` after this many skipped
         updates in a row.
     optimizer : callable or None
-        ``schedule -> optax.GradientTransformation`` to replace Adam(W).
+        ``learning_rate -> optax.GradientTransformation`` to replace Adam(W),
+        e.g. ``optax.lion``. It is called with learning rate 1; the training
+        step scales its updates by :meth:`learning_rate_at`.
     """
 
     learning_rate: float = 1e-3
@@ -87,26 +91,62 @@ class TrainConfig:
         out["optimizer"] = None if self.optimizer is None else repr(self.optimizer)
         return out
 
-    def transform(self, steps: int) -> optax.GradientTransformation:
-        warmup = self.warmup_steps if self.warmup_steps is not None else max(1, steps // 50)
-        schedule = optax.warmup_cosine_decay_schedule(
-            init_value=0.0, peak_value=self.learning_rate, warmup_steps=min(warmup, max(steps - 1, 1)),
-            decay_steps=max(steps, 2), end_value=self.learning_rate * self.end_learning_rate_fraction)
+    def optimizer_transform(self) -> optax.GradientTransformation:
+        """Clipping plus the optimizer at learning rate 1.
+
+        The training step multiplies its updates by :meth:`learning_rate_at`,
+        which equals a learning-rate schedule for every optimizer whose updates
+        scale linearly with the learning rate (SGD, Adam, AdamW, Lion, ...), and
+        lets a time budget drive the schedule as well as a step count.
+        """
         if self.optimizer is not None:
-            inner = self.optimizer(schedule)
+            inner = self.optimizer(1.0)
         elif self.weight_decay:
-            inner = optax.adamw(schedule, weight_decay=self.weight_decay)
+            inner = optax.adamw(1.0, weight_decay=self.weight_decay)
         else:
-            inner = optax.adam(schedule)
+            inner = optax.adam(1.0)
         return optax.chain(optax.clip_by_global_norm(self.clip_norm), inner)
+
+    def learning_rate_at(self, step: int, fraction: float, total_steps: int | None = None) -> float:
+        """Learning rate of optimizer step ``step`` (0-based) at ``fraction`` of the run.
+
+        A linear warm-up over the first ``warmup_steps`` steps (default: 2% of
+        ``total_steps``, or 50 steps when training to a time budget, where the
+        total is unknown) times a cosine decay from the peak to
+        ``end_learning_rate_fraction`` of it as ``fraction`` goes from 0 to 1.
+        ``fraction`` is ``step / total_steps``, or the elapsed share of the time
+        budget.
+        """
+        warmup = self.warmup_steps
+        if warmup is None:
+            warmup = max(1, total_steps // 50) if total_steps else 50
+        ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        end = self.end_learning_rate_fraction
+        decay = end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * min(max(fraction, 0.0), 1.0)))
+        return self.learning_rate * ramp * decay
+
+
+def chunked_simulator(graph: ModelGraph, factorization: Factorization,
+                      chunk: int = 512) -> Callable[[jax.Array, int], Simulation]:
+    """``(key, n) -> Simulation`` of ``n`` data sets, ``chunk`` at a time, on the host.
+
+    One compiled function serves every ``n``: keep the returned callable to
+    simulate again without compiling again (pilot, validation and budget
+    simulations of one amortizer share it).
+    """
+    step = jax.jit(lambda k: simulate(k, graph, factorization, chunk))
+
+    def run(key: jax.Array, n: int) -> Simulation:
+        parts = [jax.device_get(step(k)) for k in jax.random.split(key, math.ceil(n / chunk))]
+        return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *parts)
+
+    return run
 
 
 def simulate_in_chunks(key, graph: ModelGraph, factorization: Factorization, n: int,
                        chunk: int = 512) -> Simulation:
     """Simulate ``n`` data sets, ``chunk`` at a time (one compiled function), on the host."""
-    step = jax.jit(lambda k: simulate(k, graph, factorization, chunk))
-    parts = [jax.device_get(step(k)) for k in jax.random.split(key, math.ceil(n / chunk))]
-    return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *parts)
+    return chunked_simulator(graph, factorization, chunk)(key, n)
 
 
 def _masked_moments(values: np.ndarray, mask: np.ndarray, robust: bool):
@@ -166,11 +206,13 @@ def fit_network(
     factorization: Factorization,
     *,
     key: jax.Array,
-    steps: int,
+    steps: int | None,
     batch_size: int,
     config: TrainConfig,
+    time_limit: float | None = None,
     simulation_budget: int | None = None,
     progress: bool = True,
+    simulator: Callable[[jax.Array, int], Simulation] | None = None,
 ) -> dict:
     """Train ``net`` in place; return the history.
 
@@ -179,23 +221,32 @@ def fit_network(
     net : AmortizerNetwork
         Networks with standardization already set.
     key : PRNG key
-    steps : int
-        Optimizer steps.
+    steps : int or None
+        Optimizer steps; with ``time_limit``, an upper bound (``None``: none).
     batch_size : int
         Simulated data sets per step.
     config : TrainConfig
+    time_limit : float or None
+        Wall-clock budget in seconds, compilation and validation included.
+        Training stops before a chunk of steps that would overrun it, and the
+        learning-rate decay follows the elapsed share of the budget, so a
+        budgeted run ends at its final learning rate however fast the machine
+        is. The number of steps then depends on the machine's speed.
     simulation_budget : int or None
         ``None`` trains online (fresh simulations every step); an integer
         simulates that many data sets once and cycles through them in epochs.
     progress : bool
         Show a progress bar with the loss.
+    simulator : callable, optional
+        A :func:`chunked_simulator` of this graph to reuse (saves its compilation).
 
     Returns
     -------
     dict of str to numpy array
-        ``step``, ``loss`` (per step), ``skipped`` (per step, True where a
-        non-finite loss or gradient was skipped), ``invalid`` (simulations with
-        non-finite values left out, per step), ``val_step``, ``val_loss`` and
+        ``step``, ``loss`` (per step), ``learning_rate`` (per step), ``skipped``
+        (per step, True where a non-finite loss or gradient was skipped),
+        ``invalid`` (simulations with non-finite values left out, per step),
+        ``val_step``, ``val_seconds`` (elapsed wall time), ``val_loss`` and
         ``val_loss_<factor>``.
 
     Raises
@@ -203,33 +254,40 @@ def fit_network(
     TrainingError
         When the loss stays non-finite for ``config.max_consecutive_nonfinite`` steps.
     """
+    if steps is None and time_limit is None:
+        raise ValueError("Give steps, time_limit (seconds) or both.")
+    started = time.perf_counter()
+    deadline = None if time_limit is None else started + time_limit
+    max_steps = steps if steps is not None else np.iinfo(np.int64).max
     graphdef, params, rest = nnx.split(net, nnx.Param, ...)
-    tx = config.transform(steps)
+    tx = config.optimizer_transform()
     opt_state = tx.init(params)
     val_key, train_key, data_key = jax.random.split(key, 3)
-    validation = jax.device_put(simulate_in_chunks(val_key, graph, factorization, config.validation_size))
+    simulator = simulator or chunked_simulator(graph, factorization)
+    validation = jax.device_put(simulator(val_key, config.validation_size))
     store = None
     if simulation_budget is not None:
         if simulation_budget < batch_size:
             raise ValueError(f"simulation_budget={simulation_budget} is smaller than batch_size={batch_size}.")
-        store = jax.device_put(simulate_in_chunks(data_key, graph, factorization, simulation_budget))
+        store = jax.device_put(simulator(data_key, simulation_budget))
 
     def step(carry, step_input, store):
         params, opt_state = carry
-        step_input, active = step_input
+        step_input, learning_rate, active = step_input
         if store is None:
             sim = simulate(step_input, graph, factorization, batch_size)
         else:
             sim = jax.tree.map(lambda x: x[step_input], store)
         (loss, _), grads = jax.value_and_grad(_loss, has_aux=True)(params, rest, graphdef, spec, sim)
-        grads_finite = _all_finite(grads)
-        grads = jax.tree.map(lambda g: jnp.where(grads_finite, g, 0.0), grads)
         updates, new_opt_state = tx.update(grads, opt_state, params)
+        updates = jax.tree.map(lambda u: learning_rate * u, updates)
         new_params = optax.apply_updates(params, updates)
-        finite = jnp.isfinite(loss) & grads_finite & _all_finite(new_params)
-        apply = finite & active
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)
-        carry = (keep(new_params, params), keep(new_opt_state, opt_state))
+        finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new_params)
+        # A skipped update keeps the old parameters and optimizer state (no NaN
+        # reaches Adam's moments). One conditional instead of a select per
+        # array: XLA's CPU compiler took 3x as long over the selects.
+        carry = jax.lax.cond(finite & active, lambda new, old: new, lambda new, old: old,
+                             (new_params, new_opt_state), (params, opt_state))
         return carry, (loss, ~finite, jnp.sum(~sim.valid))
 
     # Simulated data enter as arguments, never as closure constants, so XLA
@@ -239,23 +297,57 @@ def fit_network(
         donate_argnums=0)
     evaluate = jax.jit(lambda params, validation: _loss(params, rest, graphdef, spec, validation))
 
-    every = config.validation_every or max(config.steps_per_call, steps // 20)
-    history = {"step": [], "loss": [], "skipped": [], "invalid": [], "val_step": [], "val_loss": []}
+    chunk = config.steps_per_call if steps is None else min(config.steps_per_call, steps)
+    every = config.validation_every or (max(chunk, steps // 20) if time_limit is None else None)
+    history = {"step": [], "loss": [], "learning_rate": [], "skipped": [], "invalid": [],
+               "val_step": [], "val_seconds": [], "val_loss": []}
     per_factor_val: dict[str, list] = {f.name: [] for f in spec.factors}
     rng = np.random.default_rng(np.asarray(jax.random.key_data(data_key)).ravel()[-1])
     order = np.zeros(0, int)
     bar = None
     if progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=steps, desc="training", unit="step", dynamic_ncols=True)
+        if time_limit is None:
+            bar = tqdm(total=steps, desc="training", unit="step", dynamic_ncols=True)
+        else:
+            bar = tqdm(total=round(time_limit), desc="training", unit="s", dynamic_ncols=True,
+                       bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
     carry = (params, opt_state)
+    # next_eval: a step count, or with a time budget and no validation_every, a fraction of it.
     done, consecutive, next_eval = 0, 0, 0
+    seconds_per_step = None  # measured on every chunk
+    compiled_chunk = None
+    training_started, last_fraction = None, 0.0
+
+    def validate():
+        val, val_parts = evaluate(carry[0], validation)
+        history["val_step"].append(done)
+        history["val_seconds"].append(time.perf_counter() - started)
+        history["val_loss"].append(float(val))
+        for name, value in val_parts.items():
+            per_factor_val[name].append(float(value))
+
+    def fraction_at(step_index, now):
+        """Share of the run at a step: of the steps, or of the time left after compilation."""
+        nonlocal last_fraction
+        if time_limit is None:
+            return step_index / steps
+        if training_started is None:
+            return 0.0
+        ahead = 0.0 if seconds_per_step is None else (step_index - done) * seconds_per_step
+        # Never backwards: a chunk that ran faster than its estimate would
+        # otherwise start the next one at a lower fraction.
+        last_fraction = max(last_fraction, (now - training_started + ahead) / (deadline - training_started))
+        return last_fraction
+
     try:
-        while done < steps:
+        while done < max_steps:
+            now = time.perf_counter()
+            if deadline is not None and done > 0 and now + chunk * seconds_per_step > deadline:
+                break
             # Every call runs a full chunk (one compiled shape); steps past the
             # end are computed but not applied.
-            chunk = min(config.steps_per_call, steps)
-            n = min(chunk, steps - done)
+            n = min(chunk, max_steps - done)
             if store is None:
                 inputs = jax.random.split(jax.random.fold_in(train_key, done), chunk)
             else:
@@ -263,9 +355,19 @@ def fit_network(
                     order = np.concatenate([order, rng.permutation(simulation_budget)])
                 inputs = jnp.asarray(order[: chunk * batch_size].reshape(chunk, batch_size))
                 order = order[n * batch_size :]
-            active = jnp.arange(chunk) < n
-            carry, (losses, skipped, invalid) = run_chunk(carry, (inputs, active), store)
+            if compiled_chunk is None:
+                # Compiled ahead of the first call, so that chunk times measure
+                # the steps alone, and a time budget's schedule spans the
+                # training that is left after compilation.
+                shapes = (inputs, jax.ShapeDtypeStruct((chunk,), jnp.float32), jax.ShapeDtypeStruct((chunk,), bool))
+                compiled_chunk = run_chunk.lower(carry, shapes, store).compile()
+                now = training_started = time.perf_counter()
+            rates = np.array([config.learning_rate_at(done + i, fraction_at(done + i, now), steps)
+                              for i in range(chunk)], np.float32)
+            chunk_inputs = (inputs, jnp.asarray(rates), jnp.arange(chunk) < n)
+            carry, (losses, skipped, invalid) = compiled_chunk(carry, chunk_inputs, store)
             losses, skipped, invalid = (np.asarray(x)[:n] for x in (losses, skipped, invalid))
+            seconds_per_step = (time.perf_counter() - now) / chunk
             for i in range(n):
                 consecutive = consecutive + 1 if skipped[i] else 0
                 if consecutive >= config.max_consecutive_nonfinite:
@@ -277,19 +379,24 @@ def fit_network(
                     )
             history["step"].extend(range(done + 1, done + n + 1))
             history["loss"].extend(losses.tolist())
+            history["learning_rate"].extend(rates[:n].tolist())
             history["skipped"].extend(skipped.tolist())
             history["invalid"].extend(invalid.tolist())
             done += n
-            if done >= next_eval or done == steps:
-                val, val_parts = evaluate(carry[0], validation)
-                history["val_step"].append(done)
-                history["val_loss"].append(float(val))
-                for name, value in val_parts.items():
-                    per_factor_val[name].append(float(value))
-                next_eval = done + every
+            elapsed = time.perf_counter() - started
+            if (done >= next_eval) if every else (elapsed >= next_eval * time_limit):
+                validate()
+                next_eval = done + every if every else elapsed / time_limit + 0.05
             if bar is not None:
-                bar.update(n)
-                bar.set_postfix(loss=f"{np.nanmean(losses):.3f}", val=f"{history['val_loss'][-1]:.3f}")
+                if time_limit is None:
+                    bar.update(n)
+                else:
+                    bar.n = min(time.perf_counter() - started, time_limit)
+                    bar.refresh()
+                bar.set_postfix(step=done, loss=f"{np.nanmean(losses):.3f}",
+                                val=f"{history['val_loss'][-1]:.3f}")
+        if history["val_step"][-1] != done:
+            validate()
     finally:
         if bar is not None:
             bar.close()
@@ -300,6 +407,6 @@ def fit_network(
     n_skipped = int(out["skipped"].sum())
     if n_skipped:
         warnings.warn(
-            f"{n_skipped} of {steps} updates were skipped because the loss or its gradient "
+            f"{n_skipped} of {done} updates were skipped because the loss or its gradient "
             f"was non-finite (see history['skipped']).", RuntimeWarning, stacklevel=3)
     return out

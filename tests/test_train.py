@@ -1,5 +1,7 @@
 """Training: online and fixed-budget, one compiled step, non-finite losses handled."""
 
+import time
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -78,3 +80,47 @@ def test_persistently_nonfinite_training_stops_with_a_clear_error():
 def test_train_config_validates(field, value):
     with pytest.raises(ValueError, match=f"TrainConfig.{field}"):
         am.TrainConfig(**{field: value})
+
+
+def test_learning_rate_schedule_warms_up_then_decays_to_its_end_value():
+    config = am.TrainConfig(learning_rate=2e-3, end_learning_rate_fraction=0.1)
+    # 1000 steps: warm-up over 20 steps (2%), cosine decay over the run.
+    assert config.learning_rate_at(0, 0.0, 1000) == pytest.approx(2e-3 / 20)
+    assert config.learning_rate_at(19, 0.019, 1000) == pytest.approx(2e-3 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 0.019))))
+    assert config.learning_rate_at(500, 0.5, 1000) == pytest.approx(2e-3 * 0.55)
+    assert config.learning_rate_at(999, 1.0, 1000) == pytest.approx(2e-4)
+    # Without a step total (a time budget) the warm-up is 50 steps.
+    assert config.learning_rate_at(24, 0.0) == pytest.approx(2e-3 * 25 / 50)
+
+
+def test_step_budgeted_history_follows_the_schedule():
+    amortizer = am.compile(two_level, data=["y"], sizes={"group": (2, 4), "obs": (1, 3)}, network=SMALL)
+    config = am.TrainConfig(steps_per_call=10)
+    history = amortizer.fit(steps=40, batch_size=8, seed=0, progress=False, config=config)
+    expected = [config.learning_rate_at(i, i / 40, 40) for i in range(40)]
+    np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-6)
+
+
+def test_time_budget_stops_training_in_time_and_decays_the_learning_rate():
+    amortizer = am.compile(two_level, data=["y"], sizes={"group": (2, 6), "obs": (1, 5)}, network=SMALL)
+    config = am.TrainConfig(steps_per_call=10)
+    start = time.perf_counter()
+    history = amortizer.fit(time_limit=35.0, batch_size=8, seed=0, progress=False, config=config)
+    elapsed = time.perf_counter() - start
+    steps = len(history["loss"])
+    # About 20 s go to set-up and compilation; a chunk of 10 steps then takes
+    # well under a second, so a budget kept on time (not stopped after the
+    # first chunk, nor run past the end) leaves many chunks and little slack.
+    assert steps > 100 and elapsed < 35.0 + 2.0
+    rates = history["learning_rate"]
+    peak = config.learning_rate
+    assert rates.max() <= peak and rates[-1] < 0.2 * peak  # decayed with the elapsed time
+    assert np.all(np.diff(rates[50:]) <= 1e-12)  # after the warm-up, only down
+    assert history["val_step"][-1] == steps and history["val_seconds"][-1] < elapsed
+    assert history["val_loss"][-1] < history["val_loss"][0]
+
+    capped = am.compile(two_level, data=["y"], sizes={"group": (2, 6), "obs": (1, 5)}, network=SMALL)
+    history = capped.fit(steps=30, time_limit=600.0, batch_size=8, seed=0, progress=False, config=config)
+    assert len(history["loss"]) == 30  # steps bound a budgeted run too
+    with pytest.raises(ValueError, match="time_limit is in seconds"):
+        capped.fit(time_limit=0.0, progress=False)
