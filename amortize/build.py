@@ -148,6 +148,18 @@ class LevelSpec:
     data: tuple[tuple[str, int], ...]  # (site, features)
     children: tuple[str, ...]
     max_size: int
+    ordered: bool = False
+
+    @property
+    def data_features(self) -> int:
+        """Own data features per instance; an ordered level adds the previous step's."""
+        own = sum(f for _, f in self.data)
+        return 2 * own if self.ordered else own
+
+    @property
+    def input_features(self) -> int:
+        """Data features plus, on an ordered level, the has-a-previous-step indicator."""
+        return self.data_features + (1 if self.ordered else 0)
 
 
 @dataclass(frozen=True)
@@ -176,7 +188,8 @@ def network_spec(graph: ModelGraph, factorization: Factorization, config: Networ
         return tuple((n, graph.sites[n].event_size) for n in graph.sites_at(level, "data"))
 
     levels = tuple(
-        LevelSpec(name, plate.path, data_at(name), graph.children(name), plate.size_range[1])
+        LevelSpec(name, plate.path, data_at(name), graph.children(name), plate.size_range[1],
+                  ordered=plate.ordered)
         for name, plate in graph.plates.items()
     )
     dims = {f.name: factor_dim(f, graph) for f in factorization}
@@ -211,12 +224,12 @@ class AmortizerNetwork(nnx.Module):
         common = dict(activation=c.activation, rngs=rngs)
         summaries = {}
         for level in reversed(spec.levels):  # children first: their output widths are inputs here
-            in_features = sum(f for _, f in level.data) + sum(
+            in_features = level.input_features + sum(
                 summaries[child].out_features for child in level.children)
             summaries[level.name] = LevelSummary(
                 in_features, embed_dim=c.embed_dim, out_dim=c.pooled_dim, width=c.summary_width,
                 depth=c.summary_depth, kind=c.summary, heads=c.attention_heads,
-                max_size=level.max_size, data_features=sum(f for _, f in level.data), **common)
+                max_size=level.max_size, data_features=level.data_features, **common)
         self.summaries = nnx.Dict({level.name: summaries[level.name] for level in spec.levels})
         root_in = sum(f for _, f in spec.root_data) + sum(summaries[p].out_features for p in spec.top_plates)
         self.root = MLP((max(root_in, 1), *(c.summary_width,) * c.summary_depth, c.embed_dim), **common)
@@ -257,6 +270,8 @@ def embed(net: AmortizerNetwork, spec: NetworkSpec, data: dict, masks: dict) -> 
     batch = next(iter(masks.values())).shape[0] if masks else next(iter(data.values())).shape[0]
     for level in reversed(spec.levels):
         parts = [_standardized_data(net, n, data[n]) for n, _ in level.data]
+        if level.ordered and parts:
+            parts = _with_previous_step(parts, masks[level.name])
         parts += [pooled[child] for child in level.children]
         shape = masks[level.name].shape
         inputs = jnp.concatenate(parts, axis=-1) if parts else jnp.zeros(shape + (0,))
@@ -267,6 +282,23 @@ def embed(net: AmortizerNetwork, spec: NetworkSpec, data: dict, masks: dict) -> 
     inputs = jnp.concatenate(parts, axis=-1) if parts else jnp.ones((batch, 1))
     embeddings["global"] = net.root(inputs)
     return embeddings
+
+
+def _with_previous_step(parts: list, mask: jax.Array) -> list:
+    """An ordered level's inputs at step t: its data at t, at t - 1, and whether t - 1 exists.
+
+    ``parts`` are ``(B, *plates, T, f)`` and ``mask (B, *plates, T)`` marks the
+    real steps, a prefix of each series. Every step's embedding then sees one
+    transition (a causal window of two steps), and the level's pooled moments
+    and correlations include those between consecutive steps: for an AR(1)
+    series with covariates, the sufficient statistics of its regression of
+    y_t on y_(t-1) and the covariates. Step 0 gets zeros and indicator 0.
+    """
+    current = jnp.concatenate(parts, axis=-1)
+    pad = [(0, 0)] * (current.ndim - 2) + [(1, 0), (0, 0)]
+    previous = jnp.pad(current, pad)[..., :-1, :]
+    has_previous = jnp.pad(mask, pad[:-1])[..., :-1]
+    return [current, previous, has_previous[..., None].astype(current.dtype)]
 
 
 def _context(embedding: jax.Array, factor: FactorSpec, values: dict, spec: NetworkSpec) -> list:

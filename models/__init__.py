@@ -15,4 +15,6 @@ ordinary NumPyro models: run them with NUTS, Predictive or SVI as well.
 * :mod:`amortize.models.radon` — Gelman & Hill's radon models (varying
   intercepts; varying intercepts and floor slopes) with a loader for the
   Minnesota data.
+* :mod:`amortize.models.air_traffic` — the multilevel paper's AR(1) panel with
+  two covariates: years are an ordered level, written as a NumPyro ``scan``.
 """

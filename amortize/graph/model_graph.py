@@ -40,12 +40,18 @@ class Plate:
         Plates from the outermost down to this one (inclusive).
     size_range : (int, int)
         Training range ``(min, max)`` of the number of instances per parent instance.
+    ordered : bool
+        True for an ordered (time) level: the steps of a
+        ``numpyro.contrib.control_flow.scan`` whose length is the model
+        argument ``n_<name>``. Its instances are steps, not exchangeable
+        members of a set, and a shorter series is the start of a longer one.
     """
 
     name: str
     parent: str | None
     path: tuple[str, ...]
     size_range: tuple[int, int]
+    ordered: bool = False
 
     @property
     def depth(self) -> int:
@@ -162,7 +168,8 @@ class ModelGraph:
                 }
                 for n, s in self.sites.items()
             },
-            "plates": {n: [p.parent, list(p.size_range)] for n, p in self.plates.items()},
+            "plates": {n: [p.parent, list(p.size_range)] + (["ordered"] if p.ordered else [])
+                       for n, p in self.plates.items()},
             "data": list(self.data_names),
         }
 
@@ -206,7 +213,45 @@ def _plate_paths(trace: ProgramTrace) -> dict[str, tuple[str, ...]]:
     return paths
 
 
-def _site_layout(site: SiteTrace, plate_paths, plate_sizes) -> tuple[tuple[str, ...], tuple[int, ...]]:
+def _scan_level(first: ProgramTrace, second: ProgramTrace, ranges: Mapping[str, tuple[int, int]]):
+    """The ordered level a program's ``scan`` forms: ``(name, enclosing plates)``, or None.
+
+    A scan's sites carry its steps on a leading axis. Its length must be a
+    model argument ``n_<level>`` with a training range (and no plate of that
+    name): the level whose size moves the leading axis from the first trace
+    (sizes at their maxima) to the second (maxima + 1) is the scan's.
+    """
+    scanned = [n for n, s in first.sites.items() if s.in_scan]
+    if not scanned:
+        return None
+    lengths = {(first.sites[n].batch_shape[:1], second.sites[n].batch_shape[:1]) for n in scanned}
+    stacks = {tuple(f.name for f in first.sites[n].plates) for n in scanned}
+    names = ", ".join(f"`{n}`" for n in scanned)
+    if len(lengths) > 1 or len(stacks) > 1:
+        raise ModelError(
+            f"Sites {names} are inside `scan`s of different lengths or plates. amortize "
+            f"reads one `numpyro.contrib.control_flow.scan` per program as its ordered "
+            f"(time) level; put every step's sites in one scan inside the same plates."
+        )
+    (length, longer), = lengths
+    candidates = [p for p, (_, high) in ranges.items()
+                  if p not in first.plate_sizes and length == (high,) and longer == (high + 1,)]
+    if len(candidates) != 1:
+        free = [p for p in ranges if p not in first.plate_sizes]
+        raise ModelError(
+            f"Sites {names} are inside a `numpyro.contrib.control_flow.scan` of length "
+            f"{length[0] if length else '?'}. amortize reads a scan as an ordered (time) level "
+            f"whose number of steps is a model argument: write "
+            f"`scan(step, init, xs, length=n_time)` (all the steps, the first included) "
+            f"and give sizes={{'time': (min, max)}}"
+            + (f"; sizes= names {', '.join(f'`{p}`' for p in free)}, but the scan's length "
+               f"does not follow `n_{free[0]}`." if free else ".")
+        )
+    return candidates[0], next(iter(stacks)), scanned
+
+
+def _site_layout(site: SiteTrace, plate_paths, plate_sizes,
+                 ordered: str | None = None) -> tuple[tuple[str, ...], tuple[int, ...]]:
     path = tuple(f.name for f in site.plates)
     if path and plate_paths[path[-1]] != path:
         expected = " > ".join(plate_paths[path[-1]])
@@ -227,6 +272,8 @@ def _site_layout(site: SiteTrace, plate_paths, plate_sizes) -> tuple[tuple[str, 
                 f"n_{frame.name})` without broadcasting it away."
             )
         axes.append(axis)
+    if site.in_scan:  # the scan's steps: the leading axis, innermost level
+        path, axes = path + (ordered,), axes + [0]
     for axis, extent in enumerate(site.batch_shape):
         if axis not in axes and extent != 1:
             raise ModelError(
@@ -306,8 +353,10 @@ def build_graph(
                 f"(it had size {first.plate_sizes[plate]} when `{arg}`={ranges[plate][1]}). "
                 f"Write `numpyro.plate('{plate}', {arg})`."
             )
+    scan = _scan_level(first, second, ranges)
+    ordered = scan[0] if scan else None
     for plate in ranges:
-        if plate not in first.plate_sizes:
+        if plate not in first.plate_sizes and plate != ordered:
             raise ModelError(
                 f"sizes names plate `{plate}`, but the program has no such plate "
                 f"(its plates: {sorted(first.plate_sizes) or 'none'})."
@@ -329,12 +378,28 @@ def build_graph(
         name: Plate(name, first.plate_parents[name], plate_paths[name], ranges[name])
         for name in sorted(plate_paths, key=lambda n: len(plate_paths[n]))
     }
+    if scan:
+        _, enclosing, scanned = scan
+        parent = enclosing[-1] if enclosing else None
+        plates[ordered] = Plate(ordered, parent, enclosing + (ordered,), ranges[ordered], ordered=True)
+        for name in scanned:
+            if name not in data and not first.sites[name].observed_in_program:
+                raise ModelError(
+                    f"Latent site `{name}` is inside the scan that forms the ordered level "
+                    f"`{ordered}`. amortize infers latents of enclosing levels given a "
+                    f"series, not latent states along it (yet): make `{name}` a data site, "
+                    f"or move it out of the scan into plate `{parent}`."
+                    if parent else
+                    f"Latent site `{name}` is inside the scan that forms the ordered level "
+                    f"`{ordered}`; amortize does not infer latent states along a series yet. "
+                    f"Make `{name}` a data site or move it out of the scan."
+                )
     sites: dict[str, Site] = {}
     for name, site in first.sites.items():
         is_data = name in data
         if not is_data and site.observed_in_program:
             continue  # a fixed observation that no data set changes: nothing to infer
-        path, axes = _site_layout(site, plate_paths, first.plate_sizes)
+        path, axes = _site_layout(site, plate_paths, first.plate_sizes, ordered)
         where = f"plate `{path[-1]}`" if path else "the global level"
         if not is_data:
             if site.is_discrete:

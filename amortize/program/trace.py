@@ -71,6 +71,9 @@ class SiteTrace:
         True when the program passes a fixed ``obs=`` value even with data absent.
     batch_shape : tuple of int
         The distribution's batch shape as traced.
+    in_scan : bool
+        True for a site inside ``numpyro.contrib.control_flow.scan``: its value
+        carries the steps on a leading axis, outside every plate's axis.
     """
 
     name: str
@@ -85,6 +88,7 @@ class SiteTrace:
     has_finite_support: bool
     observed_in_program: bool
     batch_shape: tuple[int, ...]
+    in_scan: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ def _describe(site) -> SiteTrace:
         has_finite_support=bool(getattr(base, "has_enumerate_support", False)),
         observed_in_program=bool(site["is_observed"]),
         batch_shape=tuple(fn.batch_shape),
+        in_scan="_scan_current_index" in (site.get("infer") or {}),
     )
 
 

@@ -1,0 +1,63 @@
+"""A NumPyro ``scan`` whose length is ``n_<level>`` forms an ordered (time) level."""
+
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.contrib.control_flow import scan
+
+import amortize as am
+from amortize.graph import build_graph
+from amortize.models import air_traffic
+
+
+def test_scan_becomes_an_ordered_level_nested_in_its_plate():
+    graph = build_graph(air_traffic.model, ["u", "w", "y"], {"country": (2, 6), "time": (3, 5)})
+    time = graph.plates["time"]
+    assert time.ordered and time.parent == "country" and time.path == ("country", "time")
+    assert not graph.plates["country"].ordered
+    for name in ("u", "w", "y"):
+        site = graph.sites[name]
+        # Program layout (time, country): the scan's steps lead, the plate follows.
+        assert site.path == ("country", "time") and site.plate_axes == (1, 0)
+    assert graph.sites["alpha"].path == ("country",)
+    assert {f.name: f.targets for f in am.compile(
+        air_traffic.model, data=["u", "w", "y"], sizes={"country": (2, 6), "time": (3, 5)}).factorization}[
+        "country"] == air_traffic.LOCAL
+
+
+def _ar(n_group, n_time, y=None, length_offset=0):
+    rho = numpyro.sample("rho", dist.Uniform(-1, 1))
+    with numpyro.plate("group", n_group):
+        level = numpyro.sample("level", dist.Normal(0, 1))
+
+    def step(previous, y_t):
+        with numpyro.plate("group", n_group):
+            y_t = numpyro.sample("y", dist.Normal(level + rho * previous, 1.0), obs=y_t)
+        return y_t, None
+
+    scan(step, jnp.zeros(n_group), y, length=n_time + length_offset)
+
+
+def test_scan_length_must_follow_a_size_argument():
+    def shorter(n_group, n_time, y=None):
+        _ar(n_group, n_time, y, length_offset=-1)
+
+    with pytest.raises(am.ModelError, match=r"inside a `numpyro.contrib.control_flow.scan` of length 4.*"
+                                            r"length=n_time.*does not follow `n_time`"):
+        build_graph(shorter, ["y"], {"group": (2, 4), "time": (2, 5)})
+    with pytest.raises(am.ModelError, match=r"ordered \(time\) level.*sizes=\{'time': \(min, max\)\}"):
+        build_graph(lambda n_group, y=None: _ar(n_group, 5, y), ["y"], {"group": (2, 4)})
+
+
+def test_latent_states_inside_a_scan_are_rejected():
+    def state_space(n_time, y=None):
+        def step(previous, y_t):
+            x = numpyro.sample("x", dist.Normal(previous, 1.0))
+            numpyro.sample("y", dist.Normal(x, 1.0), obs=y_t)
+            return x, None
+
+        scan(step, 0.0, y, length=n_time)
+
+    with pytest.raises(am.ModelError, match=r"Latent site `x` is inside the scan that forms the ordered level `time`"):
+        build_graph(state_space, ["y"], {"time": (2, 5)})
