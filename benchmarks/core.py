@@ -17,12 +17,14 @@ Measures
 Prints a table and writes ``benchmarks/results/core.json``.
 
 Usage: ``python benchmarks/core.py [--train-seconds 300] [--flow spline|affine]
-[--flow-hidden 64] [--flow-depth 1] [--fast] [--out results.json] [--quick]``
+[--flow-hidden 64] [--flow-depth 1] [--fast] [--local-flow-depth N]
+[--learning-rate 1e-3] [--out results.json] [--quick]``
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -64,7 +66,7 @@ def uniformity(ranks, n_draws):
     counts, _ = np.histogram(ranks, bins=bins)
     chi2 = stats.chisquare(counts)
     ecdf_dev = np.max(np.abs(np.sort(ranks) / (n_draws + 1) - (np.arange(len(ranks)) + 0.5) / len(ranks)))
-    return float(chi2.pvalue), float(ecdf_dev)
+    return float(chi2.pvalue), float(ecdf_dev), counts.tolist()
 
 
 def main():
@@ -75,6 +77,8 @@ def main():
     parser.add_argument("--flow-hidden", type=int, default=am.NetworkConfig.flow_hidden)
     parser.add_argument("--flow-depth", type=int, default=am.NetworkConfig.flow_depth)
     parser.add_argument("--fast", action="store_true", help="NetworkConfig.fast(): lean affine local flows")
+    parser.add_argument("--local-flow-depth", type=int, default=None, help="override the local flows' depth")
+    parser.add_argument("--learning-rate", type=float, default=am.TrainConfig.learning_rate)
     parser.add_argument("--holdout", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     parser.add_argument("--out", default=str(RESULTS / "core.json"))
@@ -85,9 +89,12 @@ def main():
     network = am.NetworkConfig(flow=args.flow, flow_hidden=args.flow_hidden, flow_depth=args.flow_depth)
     if args.fast:
         network = am.NetworkConfig.fast(flow=args.flow, flow_hidden=args.flow_hidden, flow_depth=args.flow_depth)
+    if args.local_flow_depth is not None:
+        network = dataclasses.replace(network, local_flow_depth=args.local_flow_depth)
     amortizer = am.compile(hierarchical_normal.model, data=["y"], sizes=hierarchical_normal.SIZES, network=network)
     results = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "jax_devices": jax.local_device_count(),
-               "backend": jax.default_backend(), "network": network.to_dict(), "batch_size": args.batch_size}
+               "backend": jax.default_backend(), "network": network.to_dict(), "batch_size": args.batch_size,
+               "learning_rate": args.learning_rate}
 
     results["simulated_data_sets_per_second_50x30"] = simulation_rate()
 
@@ -95,7 +102,8 @@ def main():
     # the time a user waits. The learning rate decays over the time left after
     # compilation, so the run ends at its final learning rate.
     start = time.perf_counter()
-    history = amortizer.fit(time_limit=args.train_seconds, batch_size=args.batch_size, seed=2, progress=True)
+    history = amortizer.fit(time_limit=args.train_seconds, batch_size=args.batch_size, seed=2, progress=True,
+                            config=am.TrainConfig(learning_rate=args.learning_rate))
     train_seconds = time.perf_counter() - start
     steps = len(history["loss"])
     # Steady-state rate between the second and the last validation (compilation
@@ -148,10 +156,10 @@ def main():
         ranks["theta"].extend(np.sum(draws["theta"] < t, axis=0).tolist())
     recovery = {}
     for name in truth:
-        p_value, ecdf_dev = uniformity(np.asarray(ranks[name]), n_draws)
+        p_value, ecdf_dev, counts = uniformity(np.asarray(ranks[name]), n_draws)
         recovery[name] = {"correlation": float(np.corrcoef(truth[name], means[name])[0, 1]),
                           "rank_chi2_p": p_value, "rank_ecdf_max_deviation": ecdf_dev,
-                          "n": len(truth[name])}
+                          "rank_histogram_10_bins": counts, "n": len(truth[name])}
     results["recovery"] = recovery
     results["holdout_data_sets"] = len(truth["mu"])
 
