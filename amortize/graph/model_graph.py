@@ -13,6 +13,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+import jax
+import jax.numpy as jnp
+from numpyro import handlers
+
 from amortize.errors import ModelError
 from amortize.program.trace import (
     ProgramTrace,
@@ -250,6 +254,38 @@ def _scan_level(first: ProgramTrace, second: ProgramTrace, ranges: Mapping[str, 
     return candidates[0], next(iter(stacks)), scanned
 
 
+def _scan_parents(model, ranges, sites: dict, scanned) -> dict:
+    """Sites inside a scan with the latents their density really depends on.
+
+    NumPyro's provenance tracking sees a scan's carry as one value, so it
+    reports every site of the scan as depending on every latent that enters
+    the carry (a covariate drawn from a fixed design would look like a
+    response). The gradient of each scanned site's log density with respect
+    to every latent, at one draw from the prior, tells instead: a latent the density does not depend on has gradient 0.
+    """
+    # At least four steps and instances: the first steps of a series often
+    # follow their own start distribution, which depends on no latent.
+    kwargs = {size_argument(p): max(high, 4) for p, (_, high) in ranges.items()}
+    latents = [n for n, s in sites.items() if s.role == "latent"]
+    prior = handlers.trace(handlers.seed(model, 0)).get_trace(**kwargs)
+    data = {n: prior[n]["value"] for n in scanned}
+
+    def log_densities(values):
+        run = handlers.trace(handlers.substitute(handlers.seed(model, 1), data=values))
+        trace = run.get_trace(**kwargs, **data)
+        return {n: jnp.sum(trace[n]["fn"].log_prob(trace[n]["value"])) for n in scanned}
+
+    gradients = jax.jacrev(log_densities)({n: prior[n]["value"] for n in latents})
+    out = dict(sites)
+    for name in scanned:
+        if name not in sites:
+            continue
+        used = {n for n in latents if bool(jnp.any(gradients[name][n] != 0))}
+        parents = tuple(p for p in sites[name].parents if p not in latents or p in used)
+        out[name] = dataclasses.replace(sites[name], parents=parents)
+    return out
+
+
 def _site_layout(site: SiteTrace, plate_paths, plate_sizes,
                  ordered: str | None = None) -> tuple[tuple[str, ...], tuple[int, ...]]:
     path = tuple(f.name for f in site.plates)
@@ -384,15 +420,12 @@ def build_graph(
         plates[ordered] = Plate(ordered, parent, enclosing + (ordered,), ranges[ordered], ordered=True)
         for name in scanned:
             if name not in data and not first.sites[name].observed_in_program:
+                where = f"into plate `{parent}`" if parent else "to the global level"
                 raise ModelError(
                     f"Latent site `{name}` is inside the scan that forms the ordered level "
                     f"`{ordered}`. amortize infers latents of enclosing levels given a "
                     f"series, not latent states along it (yet): make `{name}` a data site, "
-                    f"or move it out of the scan into plate `{parent}`."
-                    if parent else
-                    f"Latent site `{name}` is inside the scan that forms the ordered level "
-                    f"`{ordered}`; amortize does not infer latent states along a series yet. "
-                    f"Make `{name}` a data site or move it out of the scan."
+                    f"or move it out of the scan {where}."
                 )
     sites: dict[str, Site] = {}
     for name, site in first.sites.items():
@@ -437,6 +470,8 @@ def build_graph(
             dtype=site.dtype,
             parents=tuple(first.parents.get(name, ())),
         )
+    if scan:
+        sites = _scan_parents(model, ranges, sites, scan[2])
     for name, site in sites.items():
         for parent in site.parents:
             if parent not in sites:

@@ -61,3 +61,14 @@ def test_latent_states_inside_a_scan_are_rejected():
 
     with pytest.raises(am.ModelError, match=r"Latent site `x` is inside the scan that forms the ordered level `time`"):
         build_graph(state_space, ["y"], {"time": (2, 5)})
+
+
+def test_covariates_inside_a_scan_are_told_from_responses():
+    # NumPyro's provenance sees the scan's carry as one value and reports every
+    # scanned site as depending on every latent; amortize asks the gradients.
+    from amortize.replay import covariate_names, response_names
+
+    graph = build_graph(air_traffic.model, ["u", "w", "y"], {"country": (2, 6), "time": (3, 5)})
+    assert covariate_names(graph) == ("u", "w") and response_names(graph) == ("y",)
+    assert set(graph.sites["y"].parents) >= set(air_traffic.LOCAL)
+    assert not set(graph.sites["u"].parents) & set(graph.latent_names)
