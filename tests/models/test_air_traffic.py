@@ -68,6 +68,13 @@ def test_ragged_panel_is_sampled_with_plate_dims():
     again = amortizer.sample(reversed_data, num_samples=100, seed=0)["posterior"]
     assert not np.allclose(again["beta"].values, posterior["beta"].values)
 
+    # Bad input: a covariate left out, a series longer than trained.
+    with pytest.raises(am.DataError, match=r"Data site `u` .* is missing"):
+        amortizer.sample({"w": data["w"], "y": data["y"]}, num_samples=12)
+    longer = {n: values + [rng.normal(size=11)] for n, values in data.items()}
+    with pytest.warns(am.AmortizationGapWarning, match=r"Plate `time` has .* 11 .*outside the trained range \[3, 8\]"):
+        amortizer.sample(longer, num_samples=12)
+
 
 def test_program_on_a_ragged_panel_scores_the_real_years_only():
     from numpyro.infer.util import log_density
