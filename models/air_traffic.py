@@ -26,12 +26,16 @@ predictors before use. ``u_jt`` and ``w_jt`` act on the next year's ``y``, so
 the last year's covariates carry no information, as in the paper.
 """
 
+import csv
+from pathlib import Path
+
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.contrib.control_flow import scan
 
-__all__ = ["model", "SIZES", "HYPER", "LOCAL"]
+__all__ = ["model", "SIZES", "HYPER", "LOCAL", "load_csv"]
 
 #: Training ranges of the paper: 2–30 countries, 5–20 years.
 SIZES = {"country": (2, 30), "time": (5, 20)}
@@ -75,3 +79,63 @@ def model(n_country, n_time, u=None, w=None, y=None):
 
     start = jnp.zeros(jnp.shape(alpha))
     scan(year, (start, start, start), (jnp.arange(n_time), u, w, y), length=n_time)
+
+
+def load_csv(path, *, country="country", year="year", columns=("y", "u", "w")):
+    """A long-format panel → one series per country, in year order.
+
+    The Eurostat panel of the paper is not bundled; this reads a user's own
+    CSV with one row per country and year.
+
+    Parameters
+    ----------
+    path : str or Path
+        CSV file with a header row.
+    country, year : str
+        Columns naming the country and the year (any sortable value).
+    columns : sequence of str
+        The response and covariate columns, named as the program's sites.
+
+    Returns
+    -------
+    data : dict of site → list of ``(n_years_j,)`` float arrays
+        Ready for ``amortizer.sample(data, coords=coords)``.
+    coords : dict
+        ``{"country": names}`` in the order of the series.
+
+    Raises
+    ------
+    ValueError
+        On a missing column, a non-numeric or empty value, or a year given
+        twice for one country; each names the row.
+    """
+    with open(Path(path), newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in (country, year, *columns) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: no column {', '.join(missing)} (columns: {reader.fieldnames}).")
+        rows: dict[str, dict] = {}
+        for line, row in enumerate(reader, start=2):
+            key = row[year]
+            series = rows.setdefault(row[country], {})
+            if key in series:
+                raise ValueError(f"{path}, line {line}: year {key} appears twice for country {row[country]}.")
+            try:
+                series[key] = [float(row[c]) for c in columns]
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}, line {line}: a value of {', '.join(columns)} is not a number "
+                                 f"(missing years are left out, not left blank).") from None
+
+    def year_order(value):
+        try:
+            return (0, float(value), value)
+        except ValueError:
+            return (1, 0.0, value)
+
+    names = sorted(rows)
+    data = {c: [] for c in columns}
+    for name in names:
+        values = np.array([rows[name][k] for k in sorted(rows[name], key=year_order)])
+        for i, c in enumerate(columns):
+            data[c].append(values[:, i])
+    return data, {"country": names}

@@ -104,3 +104,18 @@ def test_program_on_a_ragged_panel_scores_the_real_years_only():
     moved = {n: v.copy() for n, v in padded.data.items()}
     moved["y"][2, 3] += 1.0
     assert abs(joint(dataclasses.replace(padded, data=moved)) - base) > 0.1
+
+
+def test_long_format_csv_becomes_one_series_per_country(tmp_path):
+    path = tmp_path / "panel.csv"
+    path.write_text("country,year,y,u,w\nDE,2011,0.2,1,2\nAT,2010,0.1,0,0\nDE,2010,0.3,3,4\nAT,2011,0.5,1,1\nAT,2012,0.7,2,2\n")
+    data, coords = air_traffic.load_csv(path)
+    assert coords == {"country": ["AT", "DE"]}
+    np.testing.assert_allclose(data["y"][0], [0.1, 0.5, 0.7])
+    np.testing.assert_allclose(data["u"][1], [3.0, 1.0])  # DE sorted by year
+    path.write_text("country,year,y,u,w\nDE,2010,0.3,,4\n")
+    with pytest.raises(ValueError, match=r"line 2: a value of y, u, w is not a number"):
+        air_traffic.load_csv(path)
+    path.write_text("country,year,y,u\nDE,2010,0.3,1\n")
+    with pytest.raises(ValueError, match=r"no column w"):
+        air_traffic.load_csv(path)
