@@ -73,7 +73,7 @@ def test_ragged_panel_is_sampled_with_plate_dims():
         amortizer.sample({"w": data["w"], "y": data["y"]}, num_samples=12)
     longer = {n: values + [rng.normal(size=11)] for n, values in data.items()}
     with pytest.warns(am.AmortizationGapWarning, match=r"Plate `time` has .* 11 .*outside the trained range \[3, 8\]"):
-        amortizer.sample(longer, num_samples=12)
+        amortizer.draws(longer, num_samples=12)
 
 
 def test_program_on_a_ragged_panel_scores_the_real_years_only():
