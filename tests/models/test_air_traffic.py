@@ -49,7 +49,7 @@ def test_ordered_inputs_pair_each_step_with_its_predecessor():
     np.testing.assert_array_equal(has_previous[..., 0], [[[0, 1, 1, 1], [0, 1, 1, 0]]])
 
 
-def test_ragged_panel_is_sampled_with_plate_dims():
+def test_ragged_panel_is_sampled_with_plate_dims(tmp_path):
     network = am.NetworkConfig(summary_width=16, embed_dim=8, pooled_dim=8, flow_hidden=16, flow_layers=2)
     amortizer = am.compile(air_traffic.model, data=DATA, sizes=SIZES, network=network)
     amortizer.fit(steps=50, batch_size=16, seed=0, progress=False)
@@ -67,6 +67,12 @@ def test_ragged_panel_is_sampled_with_plate_dims():
     reversed_data = {n: [v[::-1] for v in values] for n, values in data.items()}
     again = amortizer.sample(reversed_data, num_samples=100, seed=0)["posterior"]
     assert not np.allclose(again["beta"].values, posterior["beta"].values)
+
+    # The ordered level survives saving: same draws under the same seed.
+    amortizer.save(tmp_path / "air.amortizer")
+    loaded = am.load(tmp_path / "air.amortizer")
+    assert loaded.graph.plates["time"].ordered
+    np.testing.assert_array_equal(loaded.draws(data, 40, seed=3)[0]["beta"], amortizer.draws(data, 40, seed=3)[0]["beta"])
 
     # Bad input: a covariate left out, a series longer than trained.
     with pytest.raises(am.DataError, match=r"Data site `u` .* is missing"):
