@@ -127,11 +127,51 @@ def comparison(amortized, reference) -> tuple[dict, object]:
     return json.loads(summary.to_json(orient="index")), table
 
 
-def write(name: str, results: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def steady_training(history: dict, batch_size: int) -> dict:
+    """Training speed of a fit from its history, between its second and last validation.
+
+    Set-up, compilation and the first chunk are excluded; validation is
+    included. ``seconds_before_first_validation`` is what was excluded.
+    """
+    first = 1 if len(history["val_step"]) > 2 else 0
+    steps = history["val_step"][-1] - history["val_step"][first]
+    seconds = history["val_seconds"][-1] - history["val_seconds"][first]
+    return {"train_steps": len(history["loss"]),
+            "train_steps_per_second": steps / seconds,
+            "simulations_per_second_in_training": steps * batch_size / seconds,
+            "seconds_before_first_validation": float(history["val_seconds"][0])}
+
+
+def draw_latencies_ms(amortizer, data: dict, num_samples: int = 1000, repeats: int = 20) -> dict:
+    """Median latency (ms, after warm-up) of ``num_samples`` draws for ``data``.
+
+    ``jitted``: the compiled ancestral pass alone; ``draws``: ``Amortizer.draws``
+    (NumPy arrays); ``sample_datatree``: ``Amortizer.sample`` (ArviZ DataTree).
+    """
+    import jax
+
+    from amortize.data import prepare_data
+
+    prepared = prepare_data(amortizer.graph, data, pad_to=amortizer.graph.max_sizes())
+    amortizer.draws(data, num_samples)
+    sampler, key = amortizer._sampler, jax.random.key(0)
+    passes = {
+        "jitted": lambda: jax.block_until_ready(sampler(key, prepared.data, prepared.masks, num_samples)),
+        "draws": lambda: amortizer.draws(data, num_samples),
+        "sample_datatree": lambda: amortizer.sample(data, num_samples),
+    }
+    return {name: 1000 * median_seconds(fn, repeats) for name, fn in passes.items()}
+
+
+def write_to(path, results: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=float))
     return path
+
+
+def write(name: str, results: dict) -> Path:
+    return write_to(RESULTS / f"{name}.json", results)
 
 
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
@@ -161,5 +201,5 @@ def comparison_rows(label: str, summary: dict) -> list[tuple[str, str]]:
 
 
 __all__ = ["am", "parse_arguments", "figure_folder", "shared_data", "median_seconds", "train", "run_nuts",
-           "timed_logo", "simulated_twin", "comparison", "write", "print_table", "standard_rows", "comparison_rows",
-           "FIGURES", "RESULTS"]
+           "timed_logo", "simulated_twin", "comparison", "write", "write_to", "print_table", "standard_rows",
+           "comparison_rows", "steady_training", "draw_latencies_ms", "FIGURES", "RESULTS"]

@@ -23,23 +23,17 @@ Usage: ``python benchmarks/air_traffic_speed.py [--train-seconds 120] [--fast] [
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-from _case_study import median_seconds
+from _case_study import RESULTS, draw_latencies_ms, median_seconds, print_table, steady_training, write_to
 
 import amortize as am
-from amortize.data import prepare_data
 from amortize.models import air_traffic
 from amortize.simulate import simulate
-
-RESULTS = Path(__file__).resolve().parent / "results"
 DATA = ["u", "w", "y"]
 
 
@@ -63,27 +57,14 @@ def main():
     results["simulated_panels_per_second_30x20"] = batch / seconds
 
     history = amortizer.fit(time_limit=args.train_seconds, batch_size=args.batch_size, seed=0, progress=True)
-    first = 1 if len(history["val_step"]) > 2 else 0
-    steady_steps = history["val_step"][-1] - history["val_step"][first]
-    steady_seconds = history["val_seconds"][-1] - history["val_seconds"][first]
-    results.update(train_steps=int(len(history["loss"])),
-                   seconds_before_first_validation=float(history["val_seconds"][0]),
-                   train_steps_per_second=steady_steps / steady_seconds,
-                   simulations_per_second_in_training=steady_steps * args.batch_size / steady_seconds)
+    results.update(steady_training(history, args.batch_size))
 
     rng = np.random.default_rng(0)
     panel = {n: rng.normal(size=(16, 15)) for n in DATA}
-    prepared = prepare_data(amortizer.graph, panel, pad_to=amortizer.graph.max_sizes())
-    amortizer.draws(panel, 1000)
-    sampler, key = amortizer._sampler, jax.random.key(0)
-    results["latency_ms_1000_draws_16x15_jitted"] = 1000 * median_seconds(
-        lambda: jax.block_until_ready(sampler(key, prepared.data, prepared.masks, 1000)), 20)
-    results["latency_ms_1000_draws_16x15_draws"] = 1000 * median_seconds(lambda: amortizer.draws(panel, 1000), 20)
-    results["latency_ms_1000_draws_16x15_sample_datatree"] = 1000 * median_seconds(
-        lambda: amortizer.sample(panel, 1000), 20)
+    for name, ms in draw_latencies_ms(amortizer, panel).items():
+        results[f"latency_ms_1000_draws_16x15_{name}"] = ms
 
     label = "fast preset" if args.fast else "default networks"
-    print(f"\nair-traffic AR(1) speed ({results['backend']}, {label}, batch {args.batch_size})")
     rows = [
         ("simulated panels / s (30 × 20)", f"{results['simulated_panels_per_second_30x20']:,.0f}"),
         ("set-up + compilation + first chunk (s)", f"{results['seconds_before_first_validation']:.1f}"),
@@ -93,12 +74,8 @@ def main():
         ("1000 draws, 16 × 15: draws() (ms)", f"{results['latency_ms_1000_draws_16x15_draws']:.1f}"),
         ("1000 draws, 16 × 15: sample() (ms)", f"{results['latency_ms_1000_draws_16x15_sample_datatree']:.1f}"),
     ]
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {args.out}")
+    print_table(f"air-traffic AR(1) speed ({results['backend']}, {label}, batch {args.batch_size})", rows)
+    print(f"\nwrote {write_to(args.out, results)}")
 
 
 if __name__ == "__main__":

@@ -27,28 +27,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-from _case_study import median_seconds
+from _case_study import RESULTS, draw_latencies_ms, print_table, steady_training, write_to
 
 import amortize as am
-from amortize.data import prepare_data
 from amortize.models import hierarchical_normal
 from amortize.simulate import simulate, unpack_factor
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def median_ms(fn, repeats=20):
-    return 1000 * median_seconds(fn, repeats)
-
 
 def simulation_rate(batch=1024, repeats=10):
     fixed = am.compile(hierarchical_normal.model, data=["y"], sizes={"group": (50, 50), "obs": (30, 30)})
@@ -107,28 +97,13 @@ def main():
     history = amortizer.fit(time_limit=args.train_seconds, batch_size=args.batch_size, seed=2, progress=True,
                             config=am.TrainConfig(learning_rate=args.learning_rate))
     train_seconds = time.perf_counter() - start
-    steps = len(history["loss"])
-    # Steady-state rate between the second and the last validation (compilation
-    # and the first chunk excluded, validation included).
-    first = 1 if len(history["val_step"]) > 2 else 0
-    steady_steps = history["val_step"][-1] - history["val_step"][first]
-    steady_seconds = history["val_seconds"][-1] - history["val_seconds"][first]
-    results.update(train_steps=int(steps), train_seconds=train_seconds,
-                   train_steps_per_second=steady_steps / steady_seconds,
-                   simulations_per_second_in_training=steady_steps * args.batch_size / steady_seconds,
-                   seconds_before_first_validation=float(history["val_seconds"][0]),
+    results.update(steady_training(history, args.batch_size), train_seconds=train_seconds,
                    final_validation_loss=float(history["val_loss"][-1]))
+    steps = results["train_steps"]
 
-    rng = np.random.default_rng(0)
-    y = rng.normal(size=(50, 20))
-    prepared = prepare_data(amortizer.graph, {"y": y}, pad_to=amortizer.graph.max_sizes())
-    amortizer.draws({"y": y}, 1000)
-    sampler = amortizer._sampler
-    key = jax.random.key(0)
-    results["latency_ms_1000_draws_50x20_jitted"] = median_ms(
-        lambda: jax.block_until_ready(sampler(key, prepared.data, prepared.masks, 1000)))
-    results["latency_ms_1000_draws_50x20_draws"] = median_ms(lambda: amortizer.draws({"y": y}, 1000))
-    results["latency_ms_1000_draws_50x20_sample_datatree"] = median_ms(lambda: amortizer.sample({"y": y}, 1000))
+    y = np.random.default_rng(0).normal(size=(50, 20))
+    for name, ms in draw_latencies_ms(amortizer, {"y": y}).items():
+        results[f"latency_ms_1000_draws_50x20_{name}"] = ms
 
     # Recovery on held-out simulations at random sizes within the trained range.
     holdout = jax.device_get(simulate(jax.random.key(12345), amortizer.graph, amortizer.factorization, args.holdout))
@@ -178,7 +153,7 @@ def main():
     results["holdout_data_sets"] = len(truth["mu"])
 
     label = "fast preset" if args.fast else f"flow={args.flow}"
-    print(f"\namortize core benchmark ({results['backend']}, {label}, batch {args.batch_size})")
+    title = f"amortize core benchmark ({results['backend']}, {label}, batch {args.batch_size})"
     rows = [
         ("simulated data sets / s (50 × 30)", f"{results['simulated_data_sets_per_second_50x30']:,.0f}"),
         ("set-up + compilation + first chunk (s)", f"{results['seconds_before_first_validation']:.1f}"),
@@ -192,12 +167,8 @@ def main():
     for name, r in recovery.items():
         rows.append((f"recovery {name}: corr / rank p / ECDF dev",
                      f"{r['correlation']:.3f} / {r['rank_chi2_p']:.2f} / {r['rank_ecdf_max_deviation']:.3f}"))
-    width = max(len(r[0]) for r in rows)
-    for name, value in rows:
-        print(f"  {name:<{width}}  {value}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {args.out}")
+    print_table(title, rows)
+    print(f"\nwrote {write_to(args.out, results)}")
 
 
 if __name__ == "__main__":
