@@ -218,7 +218,9 @@ def _plate_paths(trace: ProgramTrace) -> dict[str, tuple[str, ...]]:
 
 
 def _scan_level(first: ProgramTrace, second: ProgramTrace, ranges: Mapping[str, tuple[int, int]]):
-    """The ordered level a program's ``scan`` forms: ``(name, enclosing plates)``, or None.
+    """The ordered level a program's ``scan`` forms, or None.
+
+    Returns ``(level name, enclosing plates outermost first, scanned site names)``.
 
     A scan's sites carry its steps on a leading axis. Its length must be a
     model argument ``n_<level>`` with a training range (and no plate of that
@@ -261,7 +263,8 @@ def _scan_parents(model, ranges, sites: dict, scanned) -> dict:
     reports every site of the scan as depending on every latent that enters
     the carry (a covariate drawn from a fixed design would look like a
     response). The gradient of each scanned site's log density with respect
-    to every latent, at one draw from the prior, tells instead: a latent the density does not depend on has gradient 0.
+    to every latent, at one draw from the prior, tells instead: a latent the
+    density does not depend on has gradient 0.
     """
     # At least four steps and instances: the first steps of a series often
     # follow their own start distribution, which depends on no latent.
