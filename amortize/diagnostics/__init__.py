@@ -12,6 +12,8 @@ from amortize.diagnostics.figures import (
     plot_ppc,
     plot_recovery,
     plot_sbc,
+    plot_series,
+    series_figure_data,
 )
 from amortize.diagnostics.logo import LOGOWarning, elpd_difference, logo
 from amortize.diagnostics.plots import plot_history, plot_intervals, plot_marginals
@@ -36,7 +38,9 @@ __all__ = [
     "plot_ppc",
     "plot_recovery",
     "plot_sbc",
+    "plot_series",
     "pooling_factors",
     "posterior_predictive",
+    "series_figure_data",
     "validate",
 ]

@@ -15,6 +15,7 @@ __all__ = [
     "sbc_figure_data", "plot_sbc",
     "recovery_figure_data", "plot_recovery",
     "ppc_figure_data", "plot_ppc",
+    "series_figure_data", "plot_series",
     "pooling_figure_data", "plot_pooling",
     "comparison_figure_data", "plot_comparison",
     "logo_figure_data", "plot_logo",
@@ -153,6 +154,83 @@ def plot_ppc(data, path=None):
             ax.set_title(f"{name}: {stat} (p = {d[f'p_{stat}']:.2f})", fontsize=9)
             ax.set_yticks([])
     fig.suptitle("Posterior predictive checks", y=1.0)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def series_figure_data(tree, model, max_panels: int = 16) -> dict:
+    """Per response site of an ordered level and per series (e.g. per country): the
+    observed values step by step, and the median and central 50% / 90% intervals of
+    the predictive draws in ``tree["posterior_predictive"]``.
+
+    With the one-step-ahead predictive
+    (``posterior_predictive(tree, model, one_step=True)``) each step's interval is
+    p(y_t | y_{t-1} observed, covariates, posterior), so the observed value
+    should fall inside the 90% band about 90% of the time; ``coverage_50`` and
+    ``coverage_90`` give the fractions over every observation (all series, not
+    only the plotted ones). At most ``max_panels`` series are kept.
+
+    Raises
+    ------
+    AmortizeError
+        The program has no ordered level, or ``tree`` has no ``posterior_predictive``.
+    """
+    from amortize.convert import parent_coordinate
+    from amortize.diagnostics.predictive import _graph
+    from amortize.errors import AmortizeError
+    from amortize.replay import response_names
+
+    graph = _graph(model, tree)
+    ordered = [p for p in graph.plates.values() if p.ordered]
+    if not ordered:
+        raise AmortizeError("Series predictive plots need an ordered level (a `scan` over `n_<level>` steps); "
+                            "this program has none. Use ppc_figure_data for exchangeable data.")
+    if "posterior_predictive" not in tree.children:
+        raise AmortizeError("The tree has no posterior_predictive group: run "
+                            "amortize.diagnostics.posterior_predictive(tree, model, one_step=True) first.")
+    level = ordered[0]
+    predictive = tree["posterior_predictive"]
+    out = {"kind": str(predictive.attrs.get("kind", "replicated")), "level": level.name,
+           "series_of": level.parent or "", "sites": {}}
+    for name in response_names(graph):
+        if graph.sites[name].level != level.name:
+            continue
+        observed = tree["observed_data"][name]
+        values = np.asarray(observed.values)
+        draws = np.asarray(predictive[name].values).reshape((-1,) + values.shape)
+        quantiles = np.percentile(draws, [5, 25, 50, 75, 95], axis=0)
+        coordinate = parent_coordinate(level.parent, level.name) if level.parent else None
+        owners = np.asarray(observed[coordinate].values) if coordinate in observed.coords else np.zeros(len(values))
+        labels = list(dict.fromkeys(owners.tolist()))
+        panels = []
+        for label in labels[:max_panels]:
+            where = owners == label
+            panels.append({"label": str(label), "observed": _list(values[where]),
+                           **{key: _list(q[where]) for key, q in zip(("q05", "q25", "q50", "q75", "q95"), quantiles)}})
+        out["sites"][name] = {
+            "coverage_50": float(np.mean((values >= quantiles[1]) & (values <= quantiles[3]))),
+            "coverage_90": float(np.mean((values >= quantiles[0]) & (values <= quantiles[4]))),
+            "series": len(labels), "panels": panels}
+    return out
+
+
+def plot_series(data, path=None):
+    """Observed series (black) against the predictive median and 50% / 90% bands, one panel per series."""
+    panels = [(name, p) for name, d in data["sites"].items() for p in d["panels"]]
+    fig, axes = _grid(len(panels), cols=4, size=(3.0, 2.2))
+    for ax, (name, p) in zip(axes, panels):
+        steps = np.arange(len(p["observed"]))
+        ax.fill_between(steps, p["q05"], p["q95"], color="C0", alpha=0.18, lw=0, label="90%")
+        ax.fill_between(steps, p["q25"], p["q75"], color="C0", alpha=0.35, lw=0, label="50%")
+        ax.plot(steps, p["q50"], color="C0", lw=1.0, label="median")
+        ax.plot(steps, p["observed"], "o-", color="k", ms=2.5, lw=0.8, label="observed")
+        ax.set_title(f"{name}: {data['series_of']} {p['label']}".rstrip(), fontsize=8)
+        ax.tick_params(labelsize=7)
+    if panels:
+        axes[0].legend(frameon=False, fontsize=6)
+    kind = "one-step-ahead" if data["kind"] == "one-step-ahead" else "replicated"
+    coverage = ", ".join(f"{n}: {d['coverage_90']:.0%} in 90% band" for n, d in data["sites"].items())
+    fig.suptitle(f"{kind} posterior predictive along `{data['level']}` ({coverage})", y=1.0, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -16,7 +16,7 @@ from amortize.convert import add_groups, from_datatree, instance_dataset
 from amortize.data import take_instances
 from amortize.errors import AmortizeError
 from amortize.graph import resolve_graph
-from amortize.replay import conditional_prior_moments, pointwise_log_likelihood
+from amortize.replay import conditional_prior_moments, one_step_predictive, pointwise_log_likelihood
 from amortize.replay import posterior_predictive as replay_predictive
 from amortize.replay import response_names
 
@@ -32,7 +32,7 @@ def _positions(padded, graph, name):
     return padded.instances[site.path[-1]] if site.path else None
 
 
-def posterior_predictive(tree, model, seed: int = 0):
+def posterior_predictive(tree, model, seed: int = 0, *, one_step: bool = False):
     """Add a ``posterior_predictive`` group: one replicated data set per posterior draw.
 
     The program runs under ``numpyro.infer.Predictive`` with every latent site
@@ -45,18 +45,28 @@ def posterior_predictive(tree, model, seed: int = 0):
         With ``posterior`` and ``observed_data``.
     model : Amortizer, ModelGraph or NumPyro program
     seed : int
+    one_step : bool
+        False (default): whole replicated data sets; along an ordered level
+        each replicated series runs on its own replicated past. True: each
+        observation is drawn given the draw and the *observed* rest of the
+        data, which along an ordered level is the one-step-ahead predictive
+        p(y_t | y_{t-1}, covariates, draw) (see :func:`plot_series_predictive`).
+        For conditionally independent observations the two coincide.
 
     Returns
     -------
     xarray.DataTree
         A copy of ``tree`` with ``posterior_predictive`` (dims as in ``observed_data``
-        after ``(chain, draw)``).
+        after ``(chain, draw)``); its ``kind`` attribute says ``"replicated"`` or
+        ``"one-step-ahead"``.
     """
     graph = _graph(model, tree)
     padded = from_datatree(tree, graph)
-    replicated = jax.device_get(replay_predictive(graph, padded, jax.random.key(seed)))
+    draw = one_step_predictive if one_step else replay_predictive
+    replicated = jax.device_get(draw(graph, padded, jax.random.key(seed)))
     group = {n: take_instances(v, _positions(padded, graph, n)) for n, v in replicated.items()}
-    return add_groups(tree, graph, {"posterior_predictive": group})
+    return add_groups(tree, graph, {"posterior_predictive": group},
+                      attrs={"kind": "one-step-ahead" if one_step else "replicated"})
 
 
 def log_likelihood(tree, model, seed: int = 0):

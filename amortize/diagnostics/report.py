@@ -6,6 +6,8 @@
   held-out simulations (always);
 * ``ppc.png``, ``pooling.png``, ``logo.png``: posterior predictive checks,
   pooling factors and leave-one-group-out CV on ``data`` (when given);
+* ``series.png``: for a program with an ordered level, the one-step-ahead
+  predictive of each series against its observed values (when ``data`` is given);
 * ``comparison.png`` and ``comparison.csv``: amortized vs a reference
   posterior (e.g. :func:`amortize.reference.nuts`) on the same data;
 * ``<figure>.json`` next to every PNG with the numbers it shows, ``summary.json``
@@ -134,6 +136,15 @@ def validate(amortizer, path, *, data: Mapping[str, Any] | None = None, index=No
         md += ["## Posterior predictive checks\n",
                "\n".join(f"- `{n}`: p(mean) = {d['p_mean']:.2f}, p(sd) = {d['p_sd']:.2f}" for n, d in ppc.items()),
                "\n![PPC](ppc.png)\n"]
+        if any(p.ordered for p in amortizer.graph.plates.values()):
+            series = figures.series_figure_data(posterior_predictive(tree, amortizer, seed, one_step=True), amortizer)
+            write("series", series, figures.plot_series)
+            summary["series"] = {n: {"coverage_50": d["coverage_50"], "coverage_90": d["coverage_90"]}
+                                 for n, d in series["sites"].items()}
+            md += [f"## One-step-ahead predictive along `{series['level']}`\n",
+                   "\n".join(f"- `{n}`: {d['coverage_50']:.0%} of observations in the central 50% interval, "
+                             f"{d['coverage_90']:.0%} in the 90% interval" for n, d in series["sites"].items()),
+                   "\n![series](series.png)\n"]
         has_local = any(amortizer.graph.sites[n].path for n in amortizer.graph.latent_names)
         reference_pooling = None
         if reference is not None:

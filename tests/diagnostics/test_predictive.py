@@ -99,3 +99,103 @@ def test_exact_draws_helper_is_the_exact_posterior():
     draws = exact_conjugate_draws(GROUPS, S, seed=3)
     exact, _, _ = _local_moments()
     np.testing.assert_allclose(draws["theta"].std(0), exact["theta_sd"], rtol=4 * np.sqrt(0.5 / S))
+
+
+# --- Ordered levels: the one-step-ahead predictive ----------------------------------------------
+
+def _air_traffic_tree(data: dict, draws: dict):
+    from amortize.convert import to_datatree
+    from amortize.data import prepare_data
+    from amortize.graph import graph_for
+    from amortize.models import air_traffic
+
+    graph = graph_for(air_traffic.model, ["u", "w", "y"])
+    return to_datatree(draws, prepare_data(graph, data), graph, num_chains=2)
+
+
+def _ar_draws(rng, num_draws: int, num_countries: int) -> dict:
+    from amortize.models import air_traffic
+
+    draws = {name: np.abs(rng.normal(0, 0.3, num_draws)) for name in air_traffic.HYPER}
+    local = {"alpha": rng.normal(0, 0.5, (num_draws, num_countries)),
+             # A strong autoregression makes a replicated past visibly differ from the observed one.
+             "beta": rng.uniform(0.6, 0.9, (num_draws, num_countries)),
+             "gamma": rng.normal(0, 0.5, (num_draws, num_countries)),
+             "delta": rng.normal(0, 0.5, (num_draws, num_countries)),
+             "log_sigma": rng.normal(-1, 0.3, (num_draws, num_countries))}
+    return draws | local
+
+
+def _standardized_one_step_residuals(tree, data, draws):
+    """(y_rep_t - E[y_t | observed y_{t-1}, u_{t-1}, w_{t-1}, draw]) / sd, every draw and step."""
+    replicated = tree["posterior_predictive"]["y"].values.reshape(len(draws["alpha"]), -1)
+    z, start = [], 0
+    for j, y in enumerate(data["y"]):
+        u, w, rep = data["u"][j], data["w"][j], replicated[:, start:start + len(y)]
+        start += len(y)
+        z.append(rep[:, 0] - 0.5)
+        mean = (draws["alpha"][:, j, None] + y[None, :-1] * draws["beta"][:, j, None]
+                + u[None, :-1] * draws["gamma"][:, j, None] + w[None, :-1] * draws["delta"][:, j, None])
+        z.append(((rep[:, 1:] - mean) / np.exp(draws["log_sigma"][:, j, None])).ravel())
+    return np.concatenate(z)
+
+
+def test_one_step_predictive_conditions_each_step_on_the_observed_past():
+    from amortize.models import air_traffic
+
+    rng = np.random.default_rng(3)
+    lengths = [4, 9, 6]
+    data = {n: [rng.normal(size=k) for k in lengths] for n in ("u", "w", "y")}
+    draws = _ar_draws(rng, 2000, len(lengths))
+    tree = _air_traffic_tree(data, draws)
+    one_step = posterior_predictive(tree, air_traffic.model, seed=1, one_step=True)
+    assert one_step["posterior_predictive"].attrs["kind"] == "one-step-ahead"
+    z = _standardized_one_step_residuals(one_step, data, draws)
+    n = z.size
+    # Exactly standard normal: 5 standard errors of the mean and of the variance.
+    assert abs(z.mean()) < 5 / np.sqrt(n)
+    assert abs(z.var() - 1) < 5 * np.sqrt(2 / n)
+    # Whole replicated series run on their own past, so against the observed
+    # past their residuals carry beta² × the replicated-vs-observed spread.
+    replicated = posterior_predictive(tree, air_traffic.model, seed=1)
+    assert replicated["posterior_predictive"].attrs["kind"] == "replicated"
+    assert _standardized_one_step_residuals(replicated, data, draws).var() > 1 + 20 * np.sqrt(2 / n)
+
+
+def test_series_figure_covers_data_simulated_at_the_drawn_parameters(tmp_path):
+    from numpyro import handlers
+
+    from amortize.diagnostics import plot_series, series_figure_data
+    from amortize.models import air_traffic
+
+    rng = np.random.default_rng(4)
+    countries, years = 20, 20
+    truth = {k: v[0] for k, v in _ar_draws(rng, 1, countries).items()}
+    trace = handlers.trace(handlers.seed(handlers.condition(air_traffic.model, truth), 5)).get_trace(
+        n_country=countries, n_time=years)
+    data = {n: [np.asarray(trace[n]["value"])[:, j] for j in range(countries)] for n in ("u", "w", "y")}
+    for name in data:
+        data[name][3] = data[name][3][:12]  # ragged: one short series
+    draws = {k: np.repeat(np.asarray(v)[None], 1000, axis=0) for k, v in truth.items()}
+    tree = posterior_predictive(_air_traffic_tree(data, draws), air_traffic.model, seed=2, one_step=True)
+    figure = series_figure_data(tree, air_traffic.model, max_panels=8)
+    site = figure["sites"]["y"]
+    assert figure["kind"] == "one-step-ahead" and figure["level"] == "time"
+    assert site["series"] == countries and len(site["panels"]) == 8
+    assert len(site["panels"][3]["observed"]) == 12
+    np.testing.assert_allclose(site["panels"][0]["observed"], data["y"][0], atol=1e-5)
+    # At the true parameters each observation falls in its 90% (50%) band with
+    # that probability, independently: 4 binomial standard errors.
+    n = sum(len(y) for y in data["y"])
+    for prob, key in ((0.9, "coverage_90"), (0.5, "coverage_50")):
+        assert abs(site[key] - prob) < 4 * np.sqrt(prob * (1 - prob) / n)
+    plot_series(figure, tmp_path / "series.png")
+    assert (tmp_path / "series.png").stat().st_size > 10_000
+
+
+def test_series_figure_needs_an_ordered_level():
+    from amortize.diagnostics import series_figure_data
+
+    tree = posterior_predictive(exact_conjugate_tree(GROUPS, 40), cn.model)
+    with pytest.raises(am.AmortizeError, match="ordered level"):
+        series_figure_data(tree, cn.model)

@@ -1,6 +1,7 @@
 """The air-traffic AR(1) panel: an ordered level simulated, summarized and sampled."""
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +81,14 @@ def test_ragged_panel_is_sampled_with_plate_dims(tmp_path):
     longer = {n: values + [rng.normal(size=11)] for n, values in data.items()}
     with pytest.warns(am.AmortizationGapWarning, match=r"Plate `time` has .* 11 .*outside the trained range \[3, 8\]"):
         amortizer.draws(longer, num_samples=12)
+
+    # The validation report of an ordered level adds the one-step-ahead series figure.
+    report = am.diagnostics.validate(amortizer, tmp_path / "report", data=data, num_datasets=8, sbc_draws=10,
+                                     num_samples=100)
+    assert {"series.png", "series.json"} <= set(report.files)
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert 0.0 <= summary["series"]["y"]["coverage_90"] <= 1.0
+    assert "One-step-ahead predictive along `time`" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_program_on_a_ragged_panel_scores_the_real_years_only():
