@@ -36,3 +36,31 @@ def test_a_run_that_did_not_converge_is_flagged():
     attrs = tree["posterior"].attrs
     assert attrs["converged"] == 0
     assert attrs["max_rhat"] > 1.01 or attrs["divergences"] > 0
+
+
+def test_noncentered_reparametrization_keeps_the_programs_posterior():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReferenceWarning)
+        tree = nuts(cn.model, {"y": GROUPS}, num_warmup=500, num_samples=1500, num_chains=2, seed=0,
+                    reparam="noncentered")
+    posterior = tree["posterior"]
+    # NUTS moved theta_decentered; the tree holds the program's own sites only.
+    assert set(posterior.data_vars) == {"mu", "theta"}
+    assert posterior.attrs["reparam"] == "noncentered"
+    exact = cn.exact_posterior(GROUPS)
+    np.testing.assert_allclose(posterior["theta"].mean(("chain", "draw")), exact["theta_mean"],
+                               atol=0.1 * exact["theta_sd"].min())
+    np.testing.assert_allclose(posterior["theta"].std(("chain", "draw")), exact["theta_sd"], rtol=0.1)
+
+
+def test_noncentered_eight_schools_leaves_the_funnel():
+    # The centered program's funnel (tau → 0) makes NUTS diverge; decentered theta does not.
+    settings = dict(num_warmup=500, num_samples=500, num_chains=2, seed=2, target_accept_prob=0.9)
+    with pytest.warns(ReferenceWarning):
+        centered = nuts(eight_schools.model, eight_schools.data(), **settings)
+    assert centered["posterior"].attrs["divergences"] > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReferenceWarning)
+        tree = nuts(eight_schools.model, eight_schools.data(), reparam="noncentered", **settings)
+    assert tree["posterior"].attrs["divergences"] == 0
+    assert tree["posterior"]["theta"].dims == ("chain", "draw", "school")
