@@ -62,6 +62,13 @@ class NetworkConfig:
     spline_bound : float
         Splines act on [-bound, bound] in standardized units (linear outside).
     activation : {"gelu", "silu", "relu", "tanh"}
+    ordered_window : int
+        Steps each embedding of an ordered (time) level sees: the current
+        step and the ``ordered_window - 1`` steps before it, a causal
+        convolution of that width, followed by the level's masked pooling. 2
+        suits first-order (Markov) series such as an AR(1) response, whose
+        likelihood is a product over consecutive pairs; an AR(p) response
+        needs at least p + 1.
     local_flow, local_flow_hidden, local_flow_depth : optional
         Kind, width and depth of the flows of local factors (those inside a
         plate), when they should differ from the global ones (default: the
@@ -82,6 +89,7 @@ class NetworkConfig:
     spline_bins: int = 8
     spline_bound: float = 5.0
     activation: str = "silu"
+    ordered_window: int = 2
     local_flow: str | None = None
     local_flow_hidden: int | None = None
     local_flow_depth: int | None = None
@@ -110,6 +118,9 @@ class NetworkConfig:
             )
         if self.flow_depth < 0:
             raise ValueError(f"NetworkConfig.flow_depth must be >= 0; got {self.flow_depth}.")
+        if int(self.ordered_window) < 2:
+            raise ValueError(f"NetworkConfig.ordered_window must be at least 2 (the current step and its "
+                             f"predecessor); got {self.ordered_window}.")
         if self.spline_bound <= 0:
             raise ValueError(f"NetworkConfig.spline_bound must be positive; got {self.spline_bound}.")
 
@@ -149,17 +160,17 @@ class LevelSpec:
     children: tuple[str, ...]
     max_size: int
     ordered: bool = False
+    window: int = 1  # steps an embedding sees: 1 for a set, NetworkConfig.ordered_window for an ordered level
 
     @property
     def data_features(self) -> int:
-        """Own data features per instance; an ordered level adds the previous step's."""
-        own = sum(f for _, f in self.data)
-        return 2 * own if self.ordered else own
+        """Own data features per instance; an ordered level adds those of the earlier steps in its window."""
+        return sum(f for _, f in self.data) * self.window
 
     @property
     def input_features(self) -> int:
-        """Data features plus, on an ordered level, the has-a-previous-step indicator."""
-        return self.data_features + (1 if self.ordered else 0)
+        """Data features plus, on an ordered level, one indicator per lag (does step t - k exist?)."""
+        return self.data_features + self.window - 1
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,7 @@ def network_spec(graph: ModelGraph, factorization: Factorization, config: Networ
 
     levels = tuple(
         LevelSpec(name, plate.path, data_at(name), graph.children(name), plate.size_range[1],
-                  ordered=plate.ordered)
+                  ordered=plate.ordered, window=config.ordered_window if plate.ordered else 1)
         for name, plate in graph.plates.items()
     )
     dims = {f.name: factor_dim(f, graph) for f in factorization}
@@ -271,7 +282,7 @@ def embed(net: AmortizerNetwork, spec: NetworkSpec, data: dict, masks: dict) -> 
     for level in reversed(spec.levels):
         parts = [_standardized_data(net, n, data[n]) for n, _ in level.data]
         if level.ordered and parts:
-            parts = _with_previous_step(parts, masks[level.name])
+            parts = _causal_window(parts, masks[level.name], level.window)
         parts += [pooled[child] for child in level.children]
         shape = masks[level.name].shape
         inputs = jnp.concatenate(parts, axis=-1) if parts else jnp.zeros(shape + (0,))
@@ -284,21 +295,31 @@ def embed(net: AmortizerNetwork, spec: NetworkSpec, data: dict, masks: dict) -> 
     return embeddings
 
 
-def _with_previous_step(parts: list, mask: jax.Array) -> list:
-    """An ordered level's inputs at step t: its data at t, at t - 1, and whether t - 1 exists.
+def _causal_window(parts: list, mask: jax.Array, window: int) -> list:
+    """An ordered level's inputs at step t: its data at t, t - 1, …, t - window + 1, and which lags exist.
 
     ``parts`` are ``(B, *plates, T, f)`` and ``mask (B, *plates, T)`` marks the
-    real steps, a prefix of each series. Every step's embedding then sees one
-    transition (a causal window of two steps), and the level's pooled moments
-    and correlations include those between consecutive steps: for an AR(1)
-    series with covariates, the sufficient statistics of its regression of
-    y_t on y_(t-1) and the covariates. Step 0 gets zeros and indicator 0.
+    real steps, a prefix of each series. Every step's embedding then sees the
+    transitions into it (a causal convolution of width ``window``), and the
+    level's pooled moments and correlations include those between steps: for
+    an AR(1) series with covariates and ``window=2``, the sufficient
+    statistics of its regression of y_t on y_(t-1) and the covariates. Lags
+    before the first step are zeros with indicator 0.
+
+    Returns
+    -------
+    list
+        ``[current, lag 1, …, lag window-1]`` (each ``(B, *plates, T, f)``), then
+        the indicators ``(B, *plates, T, window - 1)``.
     """
     current = jnp.concatenate(parts, axis=-1)
-    pad = [(0, 0)] * (current.ndim - 2) + [(1, 0), (0, 0)]
-    previous = jnp.pad(current, pad)[..., :-1, :]
-    has_previous = jnp.pad(mask, pad[:-1])[..., :-1]
-    return [current, previous, has_previous[..., None].astype(current.dtype)]
+    steps = current.shape[-2]
+    lags, exists = [current], []
+    for lag in range(1, window):
+        pad = [(0, 0)] * (current.ndim - 2) + [(lag, 0), (0, 0)]
+        lags.append(jnp.pad(current, pad)[..., :steps, :])
+        exists.append(jnp.pad(mask, pad[:-1])[..., :steps])
+    return lags + [jnp.stack(exists, axis=-1).astype(current.dtype)]
 
 
 def _context(embedding: jax.Array, factor: FactorSpec, values: dict, spec: NetworkSpec) -> list:

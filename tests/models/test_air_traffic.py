@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import amortize as am
-from amortize.build import _with_previous_step
+from amortize.build import _causal_window
 from amortize.models import air_traffic
 from amortize.simulate import simulate, unpack_factor
 
@@ -40,14 +40,34 @@ def test_simulated_series_follow_the_program_step_by_step():
         assert abs(z.var() - 1) < 5 * np.sqrt(2 / n)
 
 
-def test_ordered_inputs_pair_each_step_with_its_predecessor():
+def test_ordered_inputs_pair_each_step_with_its_predecessors():
     x = jnp.arange(2 * 4 * 2, dtype=jnp.float32).reshape(1, 2, 4, 2)  # (B, series, steps, features)
     mask = jnp.array([[[True, True, True, False], [True, True, False, False]]])
-    current, previous, has_previous = _with_previous_step([x[..., :1], x[..., 1:]], mask)
+    current, previous, exists = _causal_window([x[..., :1], x[..., 1:]], mask, window=2)
     np.testing.assert_array_equal(current, x)
     np.testing.assert_array_equal(previous[:, :, 1:], x[:, :, :-1])
     np.testing.assert_array_equal(previous[:, :, 0], 0.0)
-    np.testing.assert_array_equal(has_previous[..., 0], [[[0, 1, 1, 1], [0, 1, 1, 0]]])
+    np.testing.assert_array_equal(exists[..., 0], [[[0, 1, 1, 1], [0, 1, 1, 0]]])
+    # A wider window adds the step before that, with its own indicator.
+    current, lag1, lag2, exists = _causal_window([x], mask, window=3)
+    np.testing.assert_array_equal(lag1, previous)
+    np.testing.assert_array_equal(lag2[:, :, 2:], x[:, :, :-2])
+    np.testing.assert_array_equal(lag2[:, :, :2], 0.0)
+    np.testing.assert_array_equal(exists[..., 1], [[[0, 0, 1, 1], [0, 0, 1, 1]]])  # step t - 2 is real
+
+
+def test_window_sets_the_ordered_levels_input_width():
+    graph_inputs = {}
+    for window in (2, 4):
+        amortizer = am.compile(air_traffic.model, data=DATA, sizes=SIZES,
+                               network=am.NetworkConfig(ordered_window=window))
+        level = {lv.name: lv for lv in amortizer.spec.levels}["time"]
+        graph_inputs[window] = (level.data_features, level.input_features)
+        country = {lv.name: lv for lv in amortizer.spec.levels}["country"]
+        assert country.window == 1  # a set, not a series
+    assert graph_inputs == {2: (6, 7), 4: (12, 15)}  # 3 data sites × window, + window - 1 indicators
+    with pytest.raises(ValueError, match="ordered_window must be at least 2"):
+        am.NetworkConfig(ordered_window=1)
 
 
 def test_ragged_panel_is_sampled_with_plate_dims(tmp_path):
