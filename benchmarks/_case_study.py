@@ -25,13 +25,15 @@ RESULTS = ROOT / "benchmarks" / "results"
 FIGURES = ROOT / "docs" / "figures"
 
 
-def parse_arguments(doc: str, *, steps: int, batch_size: int, quick: dict, refits: int | None = None,
+def parse_arguments(doc: str, *, steps: int | None, batch_size: int, quick: dict, refits: int | None = None,
                     extra=None):
-    """The options every case study takes: ``--steps``, ``--batch-size``, ``--quick``
+    """The options every case study takes: ``--steps`` (unless ``steps`` is None: a
+    study trained by wall-clock budget), ``--batch-size``, ``--quick``
     (the ``quick`` overrides: a tiny run to check the script) and, with ``refits``,
     ``--refits`` (NUTS refits timed for LOGO, then scaled). ``extra(parser)`` adds more."""
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=steps)
+    if steps is not None:
+        parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch-size", type=int, default=batch_size)
     if refits is not None:
         parser.add_argument("--refits", type=int, default=refits, help="NUTS refits timed for LOGO (then scaled)")
