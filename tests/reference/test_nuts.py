@@ -53,6 +53,7 @@ def test_noncentered_reparametrization_keeps_the_programs_posterior():
     np.testing.assert_allclose(posterior["theta"].std(("chain", "draw")), exact["theta_sd"], rtol=0.1)
 
 
+@pytest.mark.slow  # two NUTS runs; quality of the reference, not its correctness (the test above)
 def test_noncentered_eight_schools_leaves_the_funnel():
     # The centered program's funnel (tau → 0) makes NUTS diverge; decentered theta does not.
     settings = dict(num_warmup=500, num_samples=500, num_chains=2, seed=2, target_accept_prob=0.9)
