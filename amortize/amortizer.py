@@ -7,7 +7,6 @@ Everything stochastic takes an explicit seed; the pure pieces live in
 from __future__ import annotations
 
 import time
-
 from typing import Any, Callable, Mapping, Sequence
 
 import jax

@@ -159,8 +159,11 @@ class LevelSpec:
     data: tuple[tuple[str, int], ...]  # (site, features)
     children: tuple[str, ...]
     max_size: int
-    ordered: bool = False
-    window: int = 1  # steps an embedding sees: 1 for a set, NetworkConfig.ordered_window for an ordered level
+    window: int = 1  # steps an embedding sees: 1 for a set, NetworkConfig.ordered_window (>= 2) for an ordered level
+
+    @property
+    def ordered(self) -> bool:
+        return self.window > 1
 
     @property
     def data_features(self) -> int:
@@ -200,7 +203,7 @@ def network_spec(graph: ModelGraph, factorization: Factorization, config: Networ
 
     levels = tuple(
         LevelSpec(name, plate.path, data_at(name), graph.children(name), plate.size_range[1],
-                  ordered=plate.ordered, window=config.ordered_window if plate.ordered else 1)
+                  window=config.ordered_window if plate.ordered else 1)
         for name, plate in graph.plates.items()
     )
     dims = {f.name: factor_dim(f, graph) for f in factorization}

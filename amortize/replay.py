@@ -120,6 +120,18 @@ def _site_log_prob(site_trace, site) -> jax.Array:
     return jnp.broadcast_to(log_prob, jnp.shape(value)[: jnp.ndim(value) - len(site.event_shape)])
 
 
+def _traced_on_data(graph: ModelGraph, padded: PaddedPosterior):
+    """``(draw, key) -> trace`` of the masked program on the observed data, its latents set to ``draw``
+    (program layout, see :func:`substitutes`); latents missing from ``draw`` come from their prior."""
+    kwargs = program_arguments(graph, padded)
+    program = masked_program(graph, padded)
+
+    def run(draw, key):
+        return handlers.trace(handlers.seed(handlers.substitute(program, data=draw), key)).get_trace(**kwargs)
+
+    return run
+
+
 def log_likelihood_function(graph: ModelGraph, padded: PaddedPosterior, keep: tuple[str, ...]):
     """A jitted ``(keys (S,), draws) -> {response: (S, *plates)}`` scoring the data.
 
@@ -128,12 +140,11 @@ def log_likelihood_function(graph: ModelGraph, padded: PaddedPosterior, keep: tu
     conditional prior given them, one draw per key. Compile once, call it on
     many draw sets (leave-one-group-out CV does).
     """
-    kwargs = program_arguments(graph, padded)
-    program = masked_program(graph, padded)
+    traced = _traced_on_data(graph, padded)
     responses = response_names(graph)
 
     def one(key, draw):
-        trace = handlers.trace(handlers.seed(handlers.substitute(program, data=draw), key)).get_trace(**kwargs)
+        trace = traced(draw, key)
         # A log density has the site's batch shape: canonical (*plates,).
         return {n: to_canonical(_site_log_prob(trace[n], graph.sites[n]), graph.sites[n]) for n in responses}
 
@@ -182,15 +193,14 @@ def one_step_predictive(graph: ModelGraph, padded: PaddedPosterior, key: jax.Arr
     -------
     dict of response site → ``(S, *plates, *event)`` (canonical layout).
     """
-    kwargs = program_arguments(graph, padded)
-    program = masked_program(graph, padded)
+    traced = _traced_on_data(graph, padded)
     responses = response_names(graph)
     values = substitutes(graph, padded.latents)
     num_draws = next(iter(values.values())).shape[0]
 
     def one(draw_key, draw):
         trace_key, *site_keys = jax.random.split(draw_key, len(responses) + 1)
-        trace = handlers.trace(handlers.seed(handlers.substitute(program, data=draw), trace_key)).get_trace(**kwargs)
+        trace = traced(draw, trace_key)
         return {n: to_canonical(trace[n]["fn"].sample(k), graph.sites[n]) for n, k in zip(responses, site_keys)}
 
     return jax.jit(jax.vmap(one))(jax.random.split(key, num_draws), values)
@@ -209,11 +219,10 @@ def conditional_prior_moments(graph: ModelGraph, padded: PaddedPosterior,
     whose distribution has no closed-form mean or variance are left out.
     """
     values = substitutes(graph, padded.latents)
-    kwargs = program_arguments(graph, padded)
-    program = masked_program(graph, padded)
+    traced = _traced_on_data(graph, padded)
 
     def one(draw):
-        trace = handlers.trace(handlers.seed(handlers.substitute(program, data=draw), 0)).get_trace(**kwargs)
+        trace = traced(draw, 0)
         out = {}
         for name in names:
             fn = trace[name]["fn"]

@@ -310,7 +310,7 @@ def fit_network(
         if time_limit is None:
             bar = tqdm(total=steps, desc="training", unit="step", dynamic_ncols=True)
         else:
-            bar = tqdm(total=round(time_limit), desc="training", unit="s", dynamic_ncols=True,
+            bar = tqdm(total=time_limit, desc="training", unit="s", dynamic_ncols=True,
                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
     carry = (params, opt_state)
     # next_eval: a step count, or with a time budget and no validation_every, a fraction of it.

@@ -29,11 +29,11 @@ import platform
 import jax
 import numpy as np
 
-from _case_study import RESULTS, draw_latencies_ms, median_seconds, print_table, steady_training, write_to
+from _case_study import RESULTS, draw_latencies_ms, print_table, simulations_per_second, steady_training, write_to
 
 import amortize as am
 from amortize.models import air_traffic
-from amortize.simulate import simulate
+
 DATA = ["u", "w", "y"]
 
 
@@ -50,11 +50,8 @@ def main():
     results = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                "backend": jax.default_backend(), "network": network.to_dict(), "batch_size": args.batch_size}
 
-    batch = 1024
-    step = jax.jit(lambda k: simulate(k, amortizer.graph, amortizer.factorization, batch))
-    jax.block_until_ready(step(jax.random.key(0)))
-    seconds = median_seconds(lambda: jax.block_until_ready(step(jax.random.key(1))), 5)
-    results["simulated_panels_per_second_30x20"] = batch / seconds
+    results["simulated_panels_per_second_30x20"] = simulations_per_second(
+        amortizer.graph, amortizer.factorization, repeats=5)
 
     history = amortizer.fit(time_limit=args.train_seconds, batch_size=args.batch_size, seed=0, progress=True)
     results.update(steady_training(history, args.batch_size))

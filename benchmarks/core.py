@@ -34,20 +34,17 @@ import time
 import jax
 import numpy as np
 
-from _case_study import RESULTS, draw_latencies_ms, print_table, steady_training, write_to
+from _case_study import (RESULTS, draw_latencies_ms, print_table, simulations_per_second, steady_training,
+                         write_to)
 
 import amortize as am
 from amortize.models import hierarchical_normal
 from amortize.simulate import simulate, unpack_factor
 
-def simulation_rate(batch=1024, repeats=10):
+
+def simulation_rate():
     fixed = am.compile(hierarchical_normal.model, data=["y"], sizes={"group": (50, 50), "obs": (30, 30)})
-    step = jax.jit(lambda k: simulate(k, fixed.graph, fixed.factorization, batch))
-    jax.block_until_ready(step(jax.random.key(0)))
-    start = time.perf_counter()
-    for i in range(repeats):
-        jax.block_until_ready(step(jax.random.key(i)))
-    return batch * repeats / (time.perf_counter() - start)
+    return simulations_per_second(fixed.graph, fixed.factorization)
 
 
 def uniformity(ranks, n_draws):

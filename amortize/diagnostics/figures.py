@@ -181,15 +181,15 @@ def series_figure_data(tree, model, max_panels: int = 16) -> dict:
     from amortize.replay import response_names
 
     graph = _graph(model, tree)
-    ordered = [p for p in graph.plates.values() if p.ordered]
-    if not ordered:
+    level = graph.ordered_level
+    if level is None:
         raise AmortizeError("Series predictive plots need an ordered level (a `scan` over `n_<level>` steps); "
                             "this program has none. Use ppc_figure_data for exchangeable data.")
     if "posterior_predictive" not in tree.children:
         raise AmortizeError("The tree has no posterior_predictive group: run "
                             "amortize.diagnostics.posterior_predictive(tree, model, one_step=True) first.")
-    level = ordered[0]
     predictive = tree["posterior_predictive"]
+    coordinate = parent_coordinate(level.parent, level.name) if level.parent else None
     out = {"kind": str(predictive.attrs.get("kind", "replicated")), "level": level.name,
            "series_of": level.parent or "", "sites": {}}
     for name in response_names(graph):
@@ -199,7 +199,6 @@ def series_figure_data(tree, model, max_panels: int = 16) -> dict:
         values = np.asarray(observed.values)
         draws = np.asarray(predictive[name].values).reshape((-1,) + values.shape)
         quantiles = np.percentile(draws, [5, 25, 50, 75, 95], axis=0)
-        coordinate = parent_coordinate(level.parent, level.name) if level.parent else None
         owners = np.asarray(observed[coordinate].values) if coordinate in observed.coords else np.zeros(len(values))
         labels = list(dict.fromkeys(owners.tolist()))
         panels = []

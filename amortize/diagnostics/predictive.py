@@ -50,7 +50,7 @@ def posterior_predictive(tree, model, seed: int = 0, *, one_step: bool = False):
         each replicated series runs on its own replicated past. True: each
         observation is drawn given the draw and the *observed* rest of the
         data, which along an ordered level is the one-step-ahead predictive
-        p(y_t | y_{t-1}, covariates, draw) (see :func:`plot_series_predictive`).
+        p(y_t | y_{t-1}, covariates, draw) (see :func:`~amortize.diagnostics.plot_series`).
         For conditionally independent observations the two coincide.
 
     Returns

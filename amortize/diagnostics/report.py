@@ -136,7 +136,7 @@ def validate(amortizer, path, *, data: Mapping[str, Any] | None = None, index=No
         md += ["## Posterior predictive checks\n",
                "\n".join(f"- `{n}`: p(mean) = {d['p_mean']:.2f}, p(sd) = {d['p_sd']:.2f}" for n, d in ppc.items()),
                "\n![PPC](ppc.png)\n"]
-        if any(p.ordered for p in amortizer.graph.plates.values()):
+        if amortizer.graph.ordered_level is not None:
             series = figures.series_figure_data(posterior_predictive(tree, amortizer, seed, one_step=True), amortizer)
             write("series", series, figures.plot_series)
             summary["series"] = {n: {"coverage_50": d["coverage_50"], "coverage_90": d["coverage_90"]}

@@ -152,6 +152,11 @@ class ModelGraph:
             n for n, s in self.sites.items() if s.role == role and s.level == plate
         )
 
+    @property
+    def ordered_level(self) -> Plate | None:
+        """The ordered (time) level a ``scan`` forms, or None (at most one per program)."""
+        return next((p for p in self.plates.values() if p.ordered), None)
+
     def max_sizes(self) -> dict[str, int]:
         return {name: p.size_range[1] for name, p in self.plates.items()}
 
