@@ -84,6 +84,9 @@ def nuts(model: Callable, data: Mapping[str, Any], *, index: Mapping[str, Any] |
     graph = graph_for(model, list(data))
     prepared = prepare_data(graph, data, index=index, coords=coords)
     padded = padded_from_prepared(prepared, graph)
+    if isinstance(reparam, str) and reparam != "noncentered":
+        raise ValueError(f"nuts(reparam={reparam!r}): use 'noncentered', a mapping of site name → "
+                         f"numpyro Reparam (e.g. {{'theta': LocScaleReparam(0)}}), or None.")
     program = masked_program(graph, padded)
     if reparam is not None:
         config = _noncentered(graph, padded) if reparam == "noncentered" else dict(reparam)

@@ -177,6 +177,8 @@ def test_series_figure_covers_data_simulated_at_the_drawn_parameters(tmp_path):
     for name in data:
         data[name][3] = data[name][3][:12]  # ragged: one short series
     draws = {k: np.repeat(np.asarray(v)[None], 1000, axis=0) for k, v in truth.items()}
+    with pytest.raises(am.AmortizeError, match="no posterior_predictive group"):
+        series_figure_data(_air_traffic_tree(data, draws), air_traffic.model)
     tree = posterior_predictive(_air_traffic_tree(data, draws), air_traffic.model, seed=2, one_step=True)
     figure = series_figure_data(tree, air_traffic.model, max_panels=8)
     site = figure["sites"]["y"]

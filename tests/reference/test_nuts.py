@@ -51,6 +51,8 @@ def test_noncentered_reparametrization_keeps_the_programs_posterior():
     np.testing.assert_allclose(posterior["theta"].mean(("chain", "draw")), exact["theta_mean"],
                                atol=0.1 * exact["theta_sd"].min())
     np.testing.assert_allclose(posterior["theta"].std(("chain", "draw")), exact["theta_sd"], rtol=0.1)
+    with pytest.raises(ValueError, match="reparam='non-centred'.*use 'noncentered'"):
+        nuts(cn.model, {"y": GROUPS}, reparam="non-centred")
 
 
 @pytest.mark.slow  # two NUTS runs; quality of the reference, not its correctness (the test above)
