@@ -30,7 +30,7 @@ from amortize.errors import TrainingError
 from amortize.graph import Factorization, ModelGraph
 from amortize.simulate import Simulation, simulate
 
-__all__ = ["TrainConfig", "chunked_simulator", "fit_network", "simulate_in_chunks", "set_standardization"]
+__all__ = ["TrainConfig", "chunked_simulator", "fit_network", "optimize", "simulate_in_chunks", "set_standardization"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,14 +185,16 @@ def set_standardization(net: AmortizerNetwork, spec: NetworkSpec, pilot: Simulat
         net.latent_scale[factor.name] = Standardization(jnp.asarray(scale))
 
 
-def _loss(params, rest, graphdef, spec, sim: Simulation):
-    net = nnx.merge(graphdef, params, rest)
+def _negative_log_posterior(net: AmortizerNetwork, spec: NetworkSpec, sim: Simulation):
+    """Mean over valid simulations of -log q(latents | data), in total and per factor."""
     per_factor = log_prob(net, spec, sim.latents, sim.data, sim.masks)
     total = sum(per_factor.values())
-    weights = sim.valid.astype(jnp.float32)
-    loss = -jnp.sum(jnp.where(sim.valid, total, 0.0)) / jnp.maximum(jnp.sum(weights), 1.0)
-    return loss, {k: -jnp.sum(jnp.where(sim.valid, v, 0.0)) / jnp.maximum(jnp.sum(weights), 1.0)
-                  for k, v in per_factor.items()}
+    count = jnp.maximum(jnp.sum(sim.valid.astype(jnp.float32)), 1.0)
+
+    def mean(values):
+        return -jnp.sum(jnp.where(sim.valid, values, 0.0)) / count
+
+    return mean(total), {f"loss_{name}": mean(values) for name, values in per_factor.items()}
 
 
 def _all_finite(tree) -> jax.Array:
@@ -214,12 +216,64 @@ def fit_network(
     progress: bool = True,
     simulator: Callable[[jax.Array, int], Simulation] | None = None,
 ) -> dict:
-    """Train ``net`` in place; return the history.
+    """Train ``net`` in place on the negative log posterior density; return the history.
 
     Parameters
     ----------
     net : AmortizerNetwork
         Networks with standardization already set.
+    key : PRNG key
+    steps, batch_size, config, time_limit, simulation_budget, progress :
+        As in :func:`optimize`.
+    simulator : callable, optional
+        A :func:`chunked_simulator` of this graph to reuse (saves its compilation).
+
+    Returns
+    -------
+    dict of str to numpy array
+        The history of :func:`optimize`, with ``val_loss_<factor>`` per factor.
+    """
+    return optimize(
+        net, lambda network, sim: _negative_log_posterior(network, spec, sim),
+        lambda k, n: simulate(k, graph, factorization, n),
+        simulator or chunked_simulator(graph, factorization), key=key, steps=steps,
+        batch_size=batch_size, config=config, time_limit=time_limit,
+        simulation_budget=simulation_budget, progress=progress)
+
+
+def optimize(
+    net: nnx.Module,
+    loss_fn: Callable,
+    simulate_batch: Callable,
+    simulator: Callable,
+    *,
+    key: jax.Array,
+    steps: int | None,
+    batch_size: int,
+    config: TrainConfig,
+    time_limit: float | None = None,
+    simulation_budget: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``net``'s parameters in place on simulations; return the history.
+
+    The loop every amortized network shares: fused, compiled chunks of steps,
+    the learning-rate schedule (by steps or by a time budget), skipped
+    non-finite updates, validation on held-out simulations and a progress bar.
+
+    Parameters
+    ----------
+    net : nnx.Module
+        Networks with standardization already set; ``nnx.Param`` leaves are trained.
+    loss_fn : callable
+        ``(net, batch) -> (loss, parts)``: a scalar to minimize and a dict of
+        named scalars recorded at every validation as ``val_<name>``. Pure and
+        jittable.
+    simulate_batch : callable
+        ``(key, batch_size) -> batch``, pure and jittable; ``batch.valid``
+        ``(batch_size,)`` flags the simulations the loss may use.
+    simulator : callable
+        ``(key, n) -> batch`` on the host (validation and budget simulations).
     key : PRNG key
     steps : int or None
         Optimizer steps; with ``time_limit``, an upper bound (``None``: none).
@@ -237,8 +291,6 @@ def fit_network(
         simulates that many data sets once and cycles through them in epochs.
     progress : bool
         Show a progress bar with the loss.
-    simulator : callable, optional
-        A :func:`chunked_simulator` of this graph to reuse (saves its compilation).
 
     Returns
     -------
@@ -247,7 +299,7 @@ def fit_network(
         (per step, True where a non-finite loss or gradient was skipped),
         ``invalid`` (simulations with non-finite values left out, per step),
         ``val_step``, ``val_seconds`` (elapsed wall time), ``val_loss`` and
-        ``val_loss_<factor>``.
+        ``val_<part>`` for every part of ``loss_fn``.
 
     Raises
     ------
@@ -263,7 +315,6 @@ def fit_network(
     tx = config.optimizer_transform()
     opt_state = tx.init(params)
     val_key, train_key, data_key = jax.random.split(key, 3)
-    simulator = simulator or chunked_simulator(graph, factorization)
     validation = jax.device_put(simulator(val_key, config.validation_size))
     store = None
     if simulation_budget is not None:
@@ -275,10 +326,10 @@ def fit_network(
         params, opt_state = carry
         step_input, learning_rate, active = step_input
         if store is None:
-            sim = simulate(step_input, graph, factorization, batch_size)
+            sim = simulate_batch(step_input, batch_size)
         else:
             sim = jax.tree.map(lambda x: x[step_input], store)
-        (loss, _), grads = jax.value_and_grad(_loss, has_aux=True)(params, rest, graphdef, spec, sim)
+        (loss, _), grads = jax.value_and_grad(merged_loss, has_aux=True)(params, sim)
         updates, new_opt_state = tx.update(grads, opt_state, params)
         updates = jax.tree.map(lambda u: learning_rate * u, updates)
         new_params = optax.apply_updates(params, updates)
@@ -290,18 +341,21 @@ def fit_network(
                              (new_params, new_opt_state), (params, opt_state))
         return carry, (loss, ~finite, jnp.sum(~sim.valid))
 
+    def merged_loss(params, batch):
+        return loss_fn(nnx.merge(graphdef, params, rest), batch)
+
     # Simulated data enter as arguments, never as closure constants, so XLA
     # neither copies them into the executable nor constant-folds them.
     run_chunk = jax.jit(
         lambda carry, inputs, store: jax.lax.scan(lambda c, x: step(c, x, store), carry, inputs),
         donate_argnums=0)
-    evaluate = jax.jit(lambda params, validation: _loss(params, rest, graphdef, spec, validation))
+    evaluate = jax.jit(merged_loss)
 
     chunk = config.steps_per_call if steps is None else min(config.steps_per_call, steps)
     every = config.validation_every or (max(chunk, steps // 20) if time_limit is None else None)
     history = {"step": [], "loss": [], "learning_rate": [], "skipped": [], "invalid": [],
                "val_step": [], "val_seconds": [], "val_loss": []}
-    per_factor_val: dict[str, list] = {f.name: [] for f in spec.factors}
+    val_parts: dict[str, list] = {}
     rng = np.random.default_rng(np.asarray(jax.random.key_data(data_key)).ravel()[-1])
     order = np.zeros(0, int)
     bar = None
@@ -320,12 +374,12 @@ def fit_network(
     training_started, last_fraction = None, 0.0
 
     def validate():
-        val, val_parts = evaluate(carry[0], validation)
+        val, parts = evaluate(carry[0], validation)
         history["val_step"].append(done)
         history["val_seconds"].append(time.perf_counter() - started)
         history["val_loss"].append(float(val))
-        for name, value in val_parts.items():
-            per_factor_val[name].append(float(value))
+        for name, value in parts.items():
+            val_parts.setdefault(name, []).append(float(value))
 
     def fraction_at(step_index, now):
         """Share of the run at a step: of the steps, or of the time left after compilation."""
@@ -402,8 +456,8 @@ def fit_network(
             bar.close()
     nnx.update(net, carry[0])
     out = {k: np.asarray(v) for k, v in history.items()}
-    for name, values in per_factor_val.items():
-        out[f"val_loss_{name}"] = np.asarray(values)
+    for name, values in val_parts.items():
+        out[f"val_{name}"] = np.asarray(values)
     n_skipped = int(out["skipped"].sum())
     if n_skipped:
         warnings.warn(

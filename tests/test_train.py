@@ -26,13 +26,13 @@ def test_history_records_training_and_validation(quick_two_level):
 
 def test_one_compiled_training_step_for_every_size(monkeypatch):
     traces = []
-    original = train_module._loss
+    original = train_module._negative_log_posterior
 
     def counting_loss(*args, **kwargs):
         traces.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "_loss", counting_loss)
+    monkeypatch.setattr(train_module, "_negative_log_posterior", counting_loss)
     amortizer = am.compile(two_level, data=["y"], sizes={"group": (2, 9), "obs": (1, 7)}, network=SMALL)
     # 37 steps in chunks of 10: the last chunk is partial, sizes vary in every batch.
     amortizer.fit(steps=37, batch_size=8, seed=0, progress=False,
