@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 from amortize.amortizer import Amortizer, compile  # noqa: E402
 from amortize.build import NetworkConfig  # noqa: E402
+from amortize.compare import ModelComparison, compare  # noqa: E402
 from amortize.errors import (  # noqa: E402
     AmortizationGapWarning,
     AmortizeError,
@@ -29,10 +30,12 @@ __all__ = [
     "AmortizeError",
     "AmortizerFileError",
     "DataError",
+    "ModelComparison",
     "ModelError",
     "NetworkConfig",
     "TrainConfig",
     "TrainingError",
+    "compare",
     "compile",
     "diagnostics",
     "load",

@@ -25,6 +25,8 @@ __all__ = [
     "AmortizerNetwork",
     "Standardization",
     "network_spec",
+    "summary_networks",
+    "data_standardization",
     "embed",
     "log_prob",
     "sample_latents",
@@ -236,17 +238,7 @@ class AmortizerNetwork(nnx.Module):
     def __init__(self, spec: NetworkSpec, *, rngs: nnx.Rngs):
         c = spec.config
         common = dict(activation=c.activation, rngs=rngs)
-        summaries = {}
-        for level in reversed(spec.levels):  # children first: their output widths are inputs here
-            in_features = level.input_features + sum(
-                summaries[child].out_features for child in level.children)
-            summaries[level.name] = LevelSummary(
-                in_features, embed_dim=c.embed_dim, out_dim=c.pooled_dim, width=c.summary_width,
-                depth=c.summary_depth, kind=c.summary, heads=c.attention_heads,
-                max_size=level.max_size, data_features=level.data_features, **common)
-        self.summaries = nnx.Dict({level.name: summaries[level.name] for level in spec.levels})
-        root_in = sum(f for _, f in spec.root_data) + sum(summaries[p].out_features for p in spec.top_plates)
-        self.root = MLP((max(root_in, 1), *(c.summary_width,) * c.summary_depth, c.embed_dim), **common)
+        self.summaries, self.root = summary_networks(spec, rngs=rngs)
         flows = {}
         for factor in spec.factors:
             context_dims = (c.embed_dim, *(d for _, d in factor.parent_factors))
@@ -255,11 +247,41 @@ class AmortizerNetwork(nnx.Module):
                 factor.dim, context_dims, layers=c.flow_layers, hidden=hidden, depth=depth, kind=kind,
                 bins=c.spline_bins, bound=c.spline_bound, **common)
         self.flows = nnx.Dict(flows)
-        sites = dict(spec.root_data) | {n: f for lv in spec.levels for n, f in lv.data}
-        self.data_loc = nnx.Dict({n: Standardization(jnp.zeros(f)) for n, f in sites.items()})
-        self.data_scale = nnx.Dict({n: Standardization(jnp.ones(f)) for n, f in sites.items()})
+        self.data_loc, self.data_scale = data_standardization(spec)
         self.latent_loc = nnx.Dict({f.name: Standardization(jnp.zeros(f.dim)) for f in spec.factors})
         self.latent_scale = nnx.Dict({f.name: Standardization(jnp.ones(f.dim)) for f in spec.factors})
+
+
+def summary_networks(spec: NetworkSpec, *, rngs: nnx.Rngs) -> tuple[nnx.Dict, MLP]:
+    """The hierarchical summary of all data: one :class:`LevelSummary` per plate and the root encoder.
+
+    Returns
+    -------
+    summaries : nnx.Dict of plate → LevelSummary
+    root : MLP
+        Maps the global data and the pooled top-level summaries to the global
+        embedding ``(B, embed_dim)``.
+    """
+    c = spec.config
+    common = dict(activation=c.activation, rngs=rngs)
+    summaries = {}
+    for level in reversed(spec.levels):  # children first: their output widths are inputs here
+        in_features = level.input_features + sum(
+            summaries[child].out_features for child in level.children)
+        summaries[level.name] = LevelSummary(
+            in_features, embed_dim=c.embed_dim, out_dim=c.pooled_dim, width=c.summary_width,
+            depth=c.summary_depth, kind=c.summary, heads=c.attention_heads,
+            max_size=level.max_size, data_features=level.data_features, **common)
+    root_in = sum(f for _, f in spec.root_data) + sum(summaries[p].out_features for p in spec.top_plates)
+    root = MLP((max(root_in, 1), *(c.summary_width,) * c.summary_depth, c.embed_dim), **common)
+    return nnx.Dict({level.name: summaries[level.name] for level in spec.levels}), root
+
+
+def data_standardization(spec: NetworkSpec) -> tuple[nnx.Dict, nnx.Dict]:
+    """Location and scale ``(features,)`` of every data site (identity until a pilot sets them)."""
+    sites = dict(spec.root_data) | {n: f for lv in spec.levels for n, f in lv.data}
+    return (nnx.Dict({n: Standardization(jnp.zeros(f)) for n, f in sites.items()}),
+            nnx.Dict({n: Standardization(jnp.ones(f)) for n, f in sites.items()}))
 
 
 def _standardized_data(net: AmortizerNetwork, name: str, value: jax.Array) -> jax.Array:

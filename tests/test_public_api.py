@@ -6,7 +6,8 @@ import amortize as am
 def test_public_names():
     assert sorted(am.__all__) == sorted([
         "Amortizer", "AmortizationGapWarning", "AmortizeError", "AmortizerFileError", "DataError",
-        "ModelError", "NetworkConfig", "TrainConfig", "TrainingError", "compile", "diagnostics", "load",
+        "ModelComparison", "ModelError", "NetworkConfig", "TrainConfig", "TrainingError", "compare", "compile",
+        "diagnostics", "load",
         "models", "reference",
     ])
     for name in am.__all__:

@@ -1,10 +1,19 @@
-"""Validation of amortized posteriors: SBC, recovery, PPC, pooling, LOGO-CV, reports and plots.
+"""Validation of amortized posteriors (SBC, recovery, PPC, pooling, LOGO-CV) and classifiers (ECE).
 
 Every function works on ArviZ DataTrees in amortize's layout (from
 :meth:`Amortizer.sample` or :func:`amortize.reference.nuts`), and every plot
 is a function that writes a PNG.
 """
 from amortize.diagnostics.calibration import Calibration, calibrate, ecdf_band
+from amortize.diagnostics.classification import (
+    ClassificationCheck,
+    calibration_curve,
+    check_classification,
+    confusion_matrix,
+    expected_calibration_error,
+    plot_calibration,
+    plot_confusion,
+)
 from amortize.diagnostics.figures import (
     plot_comparison,
     plot_logo,
@@ -22,6 +31,13 @@ from amortize.diagnostics.report import ValidationReport, validate
 
 __all__ = [
     "Calibration",
+    "ClassificationCheck",
+    "calibration_curve",
+    "check_classification",
+    "confusion_matrix",
+    "expected_calibration_error",
+    "plot_calibration",
+    "plot_confusion",
     "LOGOWarning",
     "ValidationReport",
     "calibrate",

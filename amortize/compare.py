@@ -1,0 +1,462 @@
+"""Amortized comparison of hierarchical models: posterior model probabilities in milliseconds.
+
+Following Elsemüller et al. (2023, "A Deep Learning Method for Comparing
+Bayesian Hierarchical Models"): data sets are simulated from several NumPyro
+programs that share their data sites, the model index drawn from the prior
+model probabilities; a hierarchical summary network (the same masked,
+permutation-invariant level summaries the posterior amortizer uses, invariant
+over groups and over observations within groups) feeds a softmax classifier,
+trained by cross-entropy. Its output for a new data set approximates the
+posterior model probabilities p(M_k | y): the minimizer of the expected
+cross-entropy over p(M) p(y | M) is exactly p(M | y).
+
+Ragged groups (observations missing within groups) are masked, as in the
+posterior amortizer; every batch is simulated with ragged sizes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from amortize.build import NetworkConfig, NetworkSpec, data_standardization, embed, network_spec, summary_networks
+from amortize.data import prepare_data
+from amortize.errors import AmortizeError, ModelError
+from amortize.graph import ModelGraph, build_graph, factorize
+from amortize.networks import MLP
+from amortize.simulate import Simulation, simulate
+from amortize.train import TrainConfig, optimize, set_standardization
+
+__all__ = ["ModelComparison", "ComparisonNetwork", "ComparisonBatch", "compare"]
+
+
+class ComparisonBatch(NamedTuple):
+    """Simulated data sets with the model each came from.
+
+    Attributes
+    ----------
+    data : dict of site → ``(B, *plates, features)``, zero where masked out.
+    masks : dict of plate → ``(B, *plates_down_to_it)`` bool.
+    model_index : ``(B,)`` int, position of the true model in :attr:`ModelComparison.names`.
+    valid : ``(B,)`` bool, False where the simulation produced NaN or inf.
+    """
+
+    data: dict
+    masks: dict
+    model_index: jax.Array
+    valid: jax.Array
+
+
+class ComparisonNetwork(nnx.Module):
+    """Hierarchical summary of the data and a classifier over the models.
+
+    Attributes
+    ----------
+    summaries, root : the level summaries and root encoder of
+        :func:`amortize.build.summary_networks`.
+    head : MLP
+        Global embedding ``(B, embed_dim)`` → logits ``(B, models)``.
+    data_loc, data_scale : per data site, ``(features,)`` standardization.
+    """
+
+    def __init__(self, spec: NetworkSpec, n_models: int, *, rngs: nnx.Rngs):
+        c = spec.config
+        self.summaries, self.root = summary_networks(spec, rngs=rngs)
+        self.head = MLP((c.embed_dim, c.summary_width, c.summary_width, n_models),
+                        activation=c.activation, rngs=rngs)
+        self.data_loc, self.data_scale = data_standardization(spec)
+
+
+def model_logits(net: ComparisonNetwork, spec: NetworkSpec, data: dict, masks: dict) -> jax.Array:
+    """Unnormalized log posterior model probabilities ``(B, models)`` of padded data sets."""
+    return net.head(embed(net, spec, data, masks)["global"])
+
+
+def simulate_models(key: jax.Array, graphs: Sequence[ModelGraph], log_prior: jax.Array,
+                    batch_size: int) -> ComparisonBatch:
+    """Simulate ``batch_size`` data sets, each from a model drawn from the prior (pure; jit it).
+
+    Every model simulates the whole batch with the same key, hence the same
+    ragged sizes (masks), and each data set keeps the output of its drawn
+    model: programs are cheap next to the networks, and one compiled function
+    serves every draw of models.
+    """
+    choice_key, sim_key = jax.random.split(key)
+    index = jax.random.categorical(choice_key, log_prior, shape=(batch_size,))
+    sims = [simulate(sim_key, graph, factorize(graph), batch_size) for graph in graphs]
+    rows = jnp.arange(batch_size)
+
+    def pick(arrays):
+        return jnp.stack(arrays)[index, rows]
+
+    data = {name: pick([s.data[name] for s in sims]) for name in graphs[0].data_names}
+    return ComparisonBatch(data, sims[0].masks, index, pick([s.valid for s in sims]))
+
+
+def _cross_entropy(net: ComparisonNetwork, spec: NetworkSpec, batch: ComparisonBatch):
+    """Mean over valid simulations of -log q(true model | data), and the accuracy."""
+    log_q = jax.nn.log_softmax(model_logits(net, spec, batch.data, batch.masks))
+    nll = -jnp.take_along_axis(log_q, batch.model_index[:, None], axis=1)[:, 0]
+    count = jnp.maximum(jnp.sum(batch.valid.astype(jnp.float32)), 1.0)
+    correct = jnp.argmax(log_q, axis=1) == batch.model_index
+    return (jnp.sum(jnp.where(batch.valid, nll, 0.0)) / count,
+            {"accuracy": jnp.sum(jnp.where(batch.valid, correct, False)) / count})
+
+
+def _check_compatible(graphs: Mapping[str, ModelGraph]) -> None:
+    """Every model must have the first one's plates and data sites (names, nesting, shapes)."""
+    names = list(graphs)
+    first_name, first = names[0], graphs[names[0]]
+    for name in names[1:]:
+        graph = graphs[name]
+        for plate in set(first.plates) | set(graph.plates):
+            if plate not in graph.plates or plate not in first.plates:
+                has, lacks = (first_name, name) if plate in first.plates else (name, first_name)
+                raise ModelError(
+                    f"Model `{lacks}` has no plate `{plate}`, which model `{has}` has: models compared "
+                    f"must share their plates (levels). Give both programs the same plates.")
+            a, b = first.plates[plate], graph.plates[plate]
+            if (a.parent, a.ordered) != (b.parent, b.ordered):
+                raise ModelError(
+                    f"Plate `{plate}` is nested in {a.parent or 'no plate'} in model `{first_name}` and in "
+                    f"{b.parent or 'no plate'} in model `{name}` (ordered: {a.ordered} vs {b.ordered}); "
+                    f"models compared must nest their plates the same way.")
+        for site in first.data_names:
+            a, b = first.sites[site], graph.sites[site]
+            if (a.path, a.event_shape) != (b.path, b.event_shape):
+                raise ModelError(
+                    f"Data site `{site}` has plates {a.path} and event shape {a.event_shape} in model "
+                    f"`{first_name}` but plates {b.path} and event shape {b.event_shape} in model "
+                    f"`{name}`; the models' data must have the same shape.")
+
+
+def _prior_vector(prior, names: Sequence[str]) -> np.ndarray:
+    if prior is None:
+        return np.full(len(names), 1.0 / len(names))
+    if isinstance(prior, Mapping):
+        unknown = set(prior) - set(names)
+        if unknown:
+            raise ModelError(f"prior names {sorted(unknown)}, which are not among the models {list(names)}.")
+        prior = [prior.get(name, 0.0) for name in names]
+    vector = np.asarray(prior, np.float64)
+    if vector.shape != (len(names),) or not np.all(np.isfinite(vector)) or np.any(vector < 0):
+        raise ModelError(f"prior must give one non-negative probability per model ({list(names)}); got {prior!r}.")
+    if not np.isclose(vector.sum(), 1.0, atol=1e-6):
+        raise ModelError(f"The prior model probabilities must sum to 1; they sum to {vector.sum():.6g}.")
+    return vector
+
+
+class ModelComparison:
+    """Several programs over the same data and a classifier of which one produced a data set.
+
+    Create one with :func:`amortize.compare`; :meth:`fit` trains it on
+    simulations from all models, :meth:`predict` returns posterior model
+    probabilities of a data set, :meth:`validate` checks them on held-out
+    simulations.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Model names, in the order of every probability vector.
+    graphs : dict of name → ModelGraph
+    prior : ``(models,)`` prior model probabilities.
+    network_config : NetworkConfig
+    history : dict or None
+        Training history of the last :meth:`fit` (``val_loss`` is the
+        cross-entropy, ``val_accuracy`` the held-out accuracy).
+    """
+
+    def __init__(self, graphs: Mapping[str, ModelGraph], prior=None,
+                 network_config: NetworkConfig | None = None):
+        self.graphs = dict(graphs)
+        self.names = tuple(self.graphs)
+        _check_compatible(self.graphs)
+        self.prior = _prior_vector(prior, self.names)
+        self.network_config = network_config or NetworkConfig()
+        self.spec = network_spec(self.graph, (), self.network_config)
+        self.network: ComparisonNetwork | None = None
+        self.history: dict | None = None
+        self._predictor = None
+        self._host_simulator = None
+
+    @property
+    def graph(self) -> ModelGraph:
+        """The first model's graph: plates and data sites, shared by all models."""
+        return self.graphs[self.names[0]]
+
+    @property
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        """Training range of every plate."""
+        return {p: r.size_range for p, r in self.graph.plates.items()}
+
+    def __repr__(self) -> str:
+        status = "trained" if self.network is not None else "untrained"
+        prior = ", ".join(f"{n}: {p:.3g}" for n, p in zip(self.names, self.prior))
+        return f"ModelComparison({{{prior}}}; sizes {self.sizes}; {status})"
+
+    def _simulate_batch(self, key: jax.Array, batch_size: int) -> ComparisonBatch:
+        log_prior = jnp.log(jnp.asarray(self.prior, jnp.float32))
+        return simulate_models(key, [self.graphs[n] for n in self.names], log_prior, batch_size)
+
+    def simulate(self, num_datasets: int, seed: int = 0) -> ComparisonBatch:
+        """Simulate data sets from models drawn from the prior, on the host (NumPy arrays).
+
+        One compiled function simulates 512 at a time, whatever ``num_datasets``.
+        """
+        chunk = 512
+        if self._host_simulator is None:
+            self._host_simulator = jax.jit(lambda k: self._simulate_batch(k, chunk))
+        keys = jax.random.split(jax.random.key(seed), -(-int(num_datasets) // chunk))
+        parts = [jax.device_get(self._host_simulator(k)) for k in keys]
+        return jax.tree.map(lambda *xs: np.concatenate(xs)[:num_datasets], *parts)
+
+    def init(self, seed: int = 0, pilot_size: int = 1024) -> "ModelComparison":
+        """Fresh networks, with data standardization set from pilot simulations of all models.
+
+        Raises
+        ------
+        ModelError
+            A model whose simulations are all NaN or inf.
+        """
+        init_key, pilot_key = jax.random.split(jax.random.key(seed))
+        net = ComparisonNetwork(self.spec, len(self.names), rngs=nnx.Rngs(params=init_key))
+        pilot = self.simulate(pilot_size, seed=int(jax.random.randint(pilot_key, (), 0, 2**31 - 1)))
+        for k, name in enumerate(self.names):
+            drawn = pilot.model_index == k
+            if drawn.any() and not pilot.valid[drawn].any():
+                raise ModelError(
+                    f"Every pilot simulation of model `{name}` has NaN or inf data: check the priors "
+                    f"of its latent sites.")
+        set_standardization(net, self.spec, Simulation({}, pilot.data, pilot.masks, pilot.valid))
+        self.network = net
+        self._predictor = None
+        return self
+
+    def fit(self, steps: int | None = None, batch_size: int = 64, seed: int = 0, *,
+            time_limit: float | None = None, config: TrainConfig | None = None,
+            simulation_budget: int | None = None, progress: bool = True) -> dict:
+        """Train the classifier on simulations from all models (cross-entropy).
+
+        The arguments are those of :meth:`amortize.Amortizer.fit`. A second
+        call continues from the current weights with a fresh learning-rate
+        schedule (fine-tuning, e.g. after :meth:`with_sizes`).
+
+        Returns
+        -------
+        dict
+            The training history; ``val_accuracy`` is the held-out accuracy.
+        """
+        started = time.perf_counter()
+        if steps is None and time_limit is None:
+            steps = 5000
+        if (steps is not None and steps < 1) or batch_size < 1:
+            raise ValueError(f"steps and batch_size must be positive; got steps={steps}, batch_size={batch_size}.")
+        config = config or TrainConfig()
+        if self.network is None:
+            self.init(seed, config.pilot_size)
+        key = jax.random.fold_in(jax.random.key(seed), 1)
+        remaining = None if time_limit is None else time_limit - (time.perf_counter() - started)
+        spec = self.spec
+        self.history = optimize(
+            self.network, lambda net, batch: _cross_entropy(net, spec, batch), self._simulate_batch,
+            lambda k, n: self.simulate(n, seed=int(jax.random.randint(k, (), 0, 2**31 - 1))),
+            key=key, steps=steps, batch_size=batch_size, config=config, time_limit=remaining,
+            simulation_budget=simulation_budget, progress=progress)
+        self._predictor = None
+        return self.history
+
+    def _require_trained(self):
+        if self.network is None:
+            raise AmortizeError("This model comparison is not trained yet; call `comparison.fit(...)` first.")
+
+    def probabilities(self, data: Mapping[str, Any], masks: Mapping[str, Any]) -> np.ndarray:
+        """Posterior model probabilities ``(B, models)`` of padded data sets.
+
+        Parameters
+        ----------
+        data : dict of site → ``(B, *plates, features)`` (as in :class:`ComparisonBatch`)
+        masks : dict of plate → ``(B, *plates)`` bool
+        """
+        self._require_trained()
+        if self._predictor is None:
+            graphdef, state = nnx.split(self.network)
+            spec = self.spec
+
+            @jax.jit
+            def predict(state, data, masks):
+                return jax.nn.softmax(model_logits(nnx.merge(graphdef, state), spec, data, masks), axis=-1)
+
+            self._predictor = lambda data, masks: predict(state, data, masks)
+        return np.asarray(self._predictor(dict(data), dict(masks)), np.float64)
+
+    def _prepare(self, data, index, coords):
+        prepared = prepare_data(self.graph, data, index=index, coords=coords, pad_to=self.graph.max_sizes())
+        return prepared.data, prepared.masks
+
+    def predict(self, data: Mapping[str, Any], *, index: Mapping[str, Any] | None = None,
+                coords: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Posterior model probabilities of one data set.
+
+        Parameters
+        ----------
+        data : mapping of site → values
+            Rectangular arrays, per-group lists of arrays (ragged groups) or
+            long-format rows with ``index``, as in :meth:`amortize.Amortizer.sample`.
+        index, coords : optional
+            As in :meth:`amortize.Amortizer.sample`.
+
+        Returns
+        -------
+        dict of model name → probability (summing to one)
+
+        Raises
+        ------
+        DataError
+            Unknown or missing data site, a shape that does not fit the plates, NaN or inf.
+        """
+        padded, masks = self._prepare(data, index, coords)
+        return dict(zip(self.names, self.probabilities(padded, masks)[0].tolist()))
+
+    def predict_many(self, datasets: Sequence[Mapping[str, Any]], chunk: int = 256) -> np.ndarray:
+        """Posterior model probabilities ``(n, models)`` of many data sets, evaluated in batches.
+
+        Each data set is a mapping as in :meth:`predict` (sizes may differ);
+        they are padded to a common shape and classified ``chunk`` at a time.
+        """
+        prepared = [self._prepare(d, None, None) for d in datasets]
+        if not prepared:
+            return np.zeros((0, len(self.names)))
+
+        def stacked(which, name):
+            arrays = [p[which][name] for p in prepared]
+            shape = np.max([a.shape for a in arrays], axis=0)
+            return np.concatenate([np.pad(a, [(0, s - n) for s, n in zip(shape, a.shape)]) for a in arrays])
+
+        data = {n: stacked(0, n) for n in prepared[0][0]}
+        masks = {n: stacked(1, n) for n in prepared[0][1]}
+        out = [self.probabilities({k: v[i:i + chunk] for k, v in data.items()},
+                                  {k: v[i:i + chunk] for k, v in masks.items()})
+               for i in range(0, len(prepared), chunk)]
+        return np.concatenate(out)
+
+    def validate(self, num_datasets: int = 5000, seed: int = 12345, *, path=None, bins: int = 10):
+        """Accuracy, calibration (ECE) and confusion on held-out simulations; plots with ``path``.
+
+        Parameters
+        ----------
+        num_datasets : int
+            Held-out simulations (models drawn from the prior, sizes ragged
+            over the trained range).
+        seed : int
+        path : str or Path, optional
+            A folder to write ``calibration.png``, ``confusion.png`` and
+            ``comparison.json`` (every number of the check and its figures).
+        bins : int
+            Bins of the calibration curve and ECE.
+
+        Returns
+        -------
+        amortize.diagnostics.ClassificationCheck
+        """
+        from amortize.diagnostics.classification import check_classification, plot_calibration, plot_confusion
+
+        self._require_trained()
+        batch = self.simulate(num_datasets, seed)
+        valid = np.asarray(batch.valid)
+        probabilities = np.concatenate([
+            self.probabilities({k: v[i:i + 512] for k, v in batch.data.items()},
+                               {k: v[i:i + 512] for k, v in batch.masks.items()})
+            for i in range(0, num_datasets, 512)])
+        check = check_classification(probabilities[valid], np.asarray(batch.model_index)[valid],
+                                     self.names, bins)
+        if path is not None:
+            import json
+
+            out = Path(path)
+            out.mkdir(parents=True, exist_ok=True)
+            plot_calibration(check, out / "calibration.png")
+            plot_confusion(check, out / "confusion.png")
+            (out / "comparison.json").write_text(json.dumps(
+                {**check.to_dict(), "prior": dict(zip(self.names, self.prior.tolist())),
+                 "sizes": self.sizes}, indent=1))
+        return check
+
+    def with_sizes(self, sizes: Mapping[str, Any]) -> "ModelComparison":
+        """The same models over new size ranges, starting from these trained weights (transfer learning).
+
+        Train on small data sets first (cheap steps), then call
+        ``comparison.with_sizes(larger).fit(...)`` to fine-tune, as Elsemüller
+        et al. do; the summary networks do not depend on the number of groups
+        or observations, so every weight carries over.
+        """
+        self._require_trained()
+        graphs = {name: build_graph(graph.model, graph.data_names, sizes) for name, graph in self.graphs.items()}
+        other = ModelComparison(graphs, self.prior, self.network_config)
+        network = ComparisonNetwork(other.spec, len(self.names), rngs=nnx.Rngs(0))
+        # Copies: training donates the weights' buffers, and this comparison keeps its own.
+        nnx.update(network, jax.tree.map(lambda x: jnp.array(x, copy=True), nnx.state(self.network)))
+        other.network = network
+        return other
+
+
+def compare(models: Mapping[str, Callable], data: Sequence[str], sizes: Mapping[str, Any], *,
+            prior=None, network: NetworkConfig | None = None) -> ModelComparison:
+    """Compile several NumPyro programs over the same data for amortized model comparison.
+
+    Parameters
+    ----------
+    models : mapping of name → program
+        At least two NumPyro programs with the same plates and data sites
+        (names, nesting and shapes); their latent sites may differ.
+    data : sequence of str
+        The observed sites.
+    sizes : mapping of plate → (min, max)
+        Training range of each plate's size, as in :func:`amortize.compile`.
+    prior : mapping of name → probability, or sequence, optional
+        Prior model probabilities (default uniform).
+    network : NetworkConfig, optional
+        Sizes of the summary networks (the classifier head has two hidden
+        layers of ``summary_width``).
+
+    Returns
+    -------
+    ModelComparison
+
+    Raises
+    ------
+    ModelError
+        Fewer than two models, a model that does not compile or run, models
+        whose plates or data sites differ (naming the model and the site), a
+        prior that is not a probability vector over the models.
+
+    Examples
+    --------
+    >>> import amortize as am
+    >>> from amortize.models import hierarchical_comparison as hc
+    >>> cmp = am.compare({"pooled": hc.pooled, "hierarchical": hc.hierarchical},
+    ...                  data=["y"], sizes={"group": (2, 20), "obs": (1, 20)})
+    >>> cmp.names
+    ('pooled', 'hierarchical')
+    """
+    if not isinstance(models, Mapping) or len(models) < 2:
+        raise ModelError("compare() needs a mapping of at least two named models, e.g. "
+                         "{'pooled': model_a, 'hierarchical': model_b}.")
+    graphs = {}
+    for name, model in models.items():
+        if not callable(model):
+            raise ModelError(f"Model `{name}` is not callable; pass the NumPyro program itself.")
+        try:
+            graphs[str(name)] = build_graph(model, data, sizes)
+        except AmortizeError as error:
+            raise ModelError(f"Model `{name}`: {error}") from None
+        except Exception as error:  # the program itself failed to run under its priors
+            raise ModelError(
+                f"Model `{name}` failed to run under its priors ({type(error).__name__}: {error}); "
+                f"check that it runs as a NumPyro program with sizes {dict(sizes)}.") from error
+    return ModelComparison(graphs, prior, network)

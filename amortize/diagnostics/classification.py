@@ -1,0 +1,246 @@
+"""Checks of predicted class probabilities: accuracy, calibration (ECE, reliability curve), confusion.
+
+Used for posterior model probabilities (:func:`amortize.compare`): on
+held-out simulations the true class is known, and a calibrated classifier's
+predicted probability p of a class comes true a fraction p of the time.
+
+The expected calibration error of class k (one against the rest; Guo et al.
+2017, Elsemüller et al. 2023) splits the predicted probabilities of k into
+``bins`` equal-width bins and averages, weighted by the share of predictions
+in each bin, the gap between the mean predicted probability and the observed
+frequency of k:
+
+    ECE_k = Σ_b (n_b / n) · |mean_{i∈b} p_ik − mean_{i∈b} 1[true_i = k]|.
+
+Even exact probabilities have an ECE above zero on finitely many data sets
+(each bin's frequency is a binomial estimate): compare against
+:func:`calibration_noise_floor`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "ClassificationCheck",
+    "calibration_curve",
+    "calibration_noise_floor",
+    "check_classification",
+    "confusion_matrix",
+    "expected_calibration_error",
+    "plot_calibration",
+    "plot_confusion",
+]
+
+
+def _checked(probabilities, labels) -> tuple[np.ndarray, np.ndarray]:
+    probabilities = np.asarray(probabilities, np.float64)
+    labels = np.asarray(labels)
+    if probabilities.ndim != 2 or labels.shape != probabilities.shape[:1]:
+        raise ValueError(f"Expected probabilities (n, classes) and labels (n,); got shapes "
+                         f"{probabilities.shape} and {labels.shape}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= probabilities.shape[1]):
+        raise ValueError(f"Labels must be class indices in 0..{probabilities.shape[1] - 1}.")
+    return probabilities, labels.astype(int)
+
+
+def calibration_curve(probabilities, labels, bins: int = 10) -> dict[str, np.ndarray]:
+    """Reliability curve of every class, one against the rest.
+
+    Parameters
+    ----------
+    probabilities : ``(n, classes)``
+        Predicted probabilities, rows summing to one.
+    labels : ``(n,)`` int
+        True class of each row.
+    bins : int
+        Equal-width bins on [0, 1].
+
+    Returns
+    -------
+    dict
+        ``predicted`` and ``observed`` ``(classes, bins)``: mean predicted
+        probability and observed frequency in each bin (NaN where empty), and
+        ``count`` ``(classes, bins)``.
+    """
+    probabilities, labels = _checked(probabilities, labels)
+    n_classes = probabilities.shape[1]
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    predicted = np.full((n_classes, bins), np.nan)
+    observed = np.full((n_classes, bins), np.nan)
+    count = np.zeros((n_classes, bins), int)
+    for k in range(n_classes):
+        p = probabilities[:, k]
+        which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+        hit = (labels == k).astype(np.float64)
+        count[k] = np.bincount(which, minlength=bins)
+        filled = count[k] > 0
+        predicted[k, filled] = (np.bincount(which, p, minlength=bins) / np.maximum(count[k], 1))[filled]
+        observed[k, filled] = (np.bincount(which, hit, minlength=bins) / np.maximum(count[k], 1))[filled]
+    return {"predicted": predicted, "observed": observed, "count": count, "edges": edges}
+
+
+def expected_calibration_error(probabilities, labels, bins: int = 10) -> np.ndarray:
+    """ECE of every class, one against the rest: ``(classes,)`` in probability units (0 = calibrated)."""
+    curve = calibration_curve(probabilities, labels, bins)
+    n = max(int(curve["count"][0].sum()), 1)
+    gaps = np.nan_to_num(np.abs(curve["predicted"] - curve["observed"]))
+    return (curve["count"] * gaps).sum(-1) / n
+
+
+def calibration_noise_floor(probabilities, bins: int = 10, *, draws: int = 200, seed: int = 0) -> np.ndarray:
+    """Expected ECE ``(classes,)`` if ``probabilities`` were exactly right, by simulation.
+
+    Draws labels from the predicted probabilities themselves ``draws`` times
+    and averages their ECE: a perfectly calibrated classifier checked on the
+    same number of data sets scores about this much.
+    """
+    probabilities = np.asarray(probabilities, np.float64)
+    rng = np.random.default_rng(seed)
+    cumulative = np.cumsum(probabilities, axis=1)
+    total = np.zeros(probabilities.shape[1])
+    for _ in range(draws):
+        u = rng.uniform(size=(probabilities.shape[0], 1)) * cumulative[:, -1:]
+        labels = np.minimum((u > cumulative).sum(1), probabilities.shape[1] - 1)
+        total += expected_calibration_error(probabilities, labels, bins)
+    return total / draws
+
+
+def confusion_matrix(probabilities, labels) -> np.ndarray:
+    """Counts ``(classes, classes)``: row = true class, column = most probable class."""
+    probabilities, labels = _checked(probabilities, labels)
+    n_classes = probabilities.shape[1]
+    predicted = probabilities.argmax(1)
+    return np.bincount(labels * n_classes + predicted, minlength=n_classes**2).reshape(n_classes, n_classes)
+
+
+@dataclass
+class ClassificationCheck:
+    """Accuracy, calibration and confusion of predicted class probabilities on labelled data.
+
+    Attributes
+    ----------
+    names : list of str
+        Class (model) names.
+    accuracy : float
+        Share of rows whose most probable class is the true one.
+    ece : ``(classes,)``
+        Expected calibration error per class (one against the rest).
+    noise_floor : ``(classes,)``
+        The ECE exact probabilities would score on as many rows.
+    confusion : ``(classes, classes)``
+        Row = true class, column = most probable class.
+    curve : dict
+        :func:`calibration_curve`.
+    log_score : float
+        Mean log probability of the true class (higher is better).
+    n : int
+        Rows checked.
+    """
+
+    names: list
+    accuracy: float
+    ece: np.ndarray
+    noise_floor: np.ndarray
+    confusion: np.ndarray
+    curve: dict
+    log_score: float
+    n: int
+    bins: int = 10
+
+    @property
+    def max_ece(self) -> float:
+        return float(np.max(self.ece))
+
+    def to_dict(self) -> dict:
+        """JSON-able numbers of the check and of its figures."""
+        return {
+            "names": list(self.names), "n": self.n, "accuracy": self.accuracy,
+            "log_score": self.log_score, "bins": self.bins,
+            "ece": dict(zip(self.names, self.ece.tolist())),
+            "ece_noise_floor": dict(zip(self.names, self.noise_floor.tolist())),
+            "confusion": self.confusion.tolist(),
+            "calibration_curve": {k: np.asarray(v).tolist() for k, v in self.curve.items()},
+        }
+
+    def __str__(self) -> str:
+        eces = ", ".join(f"{n} {e:.4f} (noise floor {f:.4f})"
+                         for n, e, f in zip(self.names, self.ece, self.noise_floor))
+        return f"accuracy {self.accuracy:.3f} on {self.n} data sets; ECE {eces}"
+
+
+def check_classification(probabilities, labels, names: Sequence[str] | None = None,
+                         bins: int = 10) -> ClassificationCheck:
+    """Accuracy, ECE (with its noise floor), confusion matrix and reliability curve.
+
+    Parameters
+    ----------
+    probabilities : ``(n, classes)``
+    labels : ``(n,)`` int
+    names : class names (default ``"0"``, ``"1"``, ...)
+    bins : int
+    """
+    probabilities, labels = _checked(probabilities, labels)
+    names = list(names) if names is not None else [str(k) for k in range(probabilities.shape[1])]
+    truth = probabilities[np.arange(len(labels)), labels]
+    return ClassificationCheck(
+        names=names, accuracy=float(np.mean(probabilities.argmax(1) == labels)),
+        ece=expected_calibration_error(probabilities, labels, bins),
+        noise_floor=calibration_noise_floor(probabilities, bins),
+        confusion=confusion_matrix(probabilities, labels),
+        curve=calibration_curve(probabilities, labels, bins),
+        log_score=float(np.mean(np.log(np.clip(truth, 1e-12, 1.0)))), n=int(len(labels)), bins=bins)
+
+
+def plot_calibration(check: ClassificationCheck, path=None):
+    """Reliability diagram per class: observed frequency against predicted probability.
+
+    Points lie on the diagonal for a calibrated classifier; their size shows
+    how many predictions fell in the bin.
+    """
+    from amortize.diagnostics.plots import _save, plt
+
+    n_classes = len(check.names)
+    fig, axes = plt.subplots(1, n_classes, figsize=(3.2 * n_classes, 3.2), squeeze=False)
+    curve = check.curve
+    for k, ax in enumerate(axes[0]):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+        counts = curve["count"][k]
+        sizes = 10 + 80 * counts / max(counts.max(), 1)
+        ax.plot(curve["predicted"][k], curve["observed"][k], color="C0", lw=1)
+        ax.scatter(curve["predicted"][k], curve["observed"][k], s=sizes, color="C0", zorder=3)
+        ax.set_title(f"{check.names[k]}\nECE {check.ece[k]:.3f} (floor {check.noise_floor[k]:.3f})",
+                     fontsize=9)
+        ax.set_xlabel("predicted probability")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+    axes[0, 0].set_ylabel("observed frequency")
+    fig.suptitle(f"Calibration on {check.n} held-out simulations (accuracy {check.accuracy:.3f})",
+                 fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confusion(check: ClassificationCheck, path=None):
+    """Confusion matrix as row shares: each true class's data sets by their most probable class."""
+    from amortize.diagnostics.plots import _save, plt
+
+    n_classes = len(check.names)
+    shares = check.confusion / np.maximum(check.confusion.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 * n_classes + 2.2, 1.2 * n_classes + 1.6))
+    image = ax.imshow(shares, vmin=0, vmax=1, cmap="Blues")
+    for i in range(n_classes):
+        for j in range(n_classes):
+            ax.text(j, i, f"{shares[i, j]:.2f}\n({check.confusion[i, j]})", ha="center", va="center",
+                    fontsize=8, color="white" if shares[i, j] > 0.6 else "black")
+    ax.set_xticks(range(n_classes), check.names, rotation=30, ha="right")
+    ax.set_yticks(range(n_classes), check.names)
+    ax.set_xlabel("most probable model")
+    ax.set_ylabel("true model")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true model's data sets")
+    fig.tight_layout()
+    return _save(fig, path)
