@@ -387,6 +387,13 @@ class ModelComparison:
                  "sizes": self.sizes}, indent=1))
         return check
 
+    def save(self, path) -> None:
+        """Write the trained comparison to ``path`` (one file); :func:`amortize.load` reads it back."""
+        from amortize.persist import save_comparison
+
+        self._require_trained()
+        save_comparison(self, path)
+
     def with_sizes(self, sizes: Mapping[str, Any]) -> "ModelComparison":
         """The same models over new size ranges, starting from these trained weights (transfer learning).
 

@@ -3,7 +3,9 @@
 Contents: ``manifest.json`` (format version, what was compiled, a fingerprint
 of the program's graph, network configuration, history), ``weights.npz``
 (every network variable, by path) and ``program.pkl`` (the program, by
-cloudpickle: by reference when importable, by value otherwise).
+cloudpickle: by reference when importable, by value otherwise). A saved
+model comparison has the same three members, with every model's fingerprint
+and a name → program mapping.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Mapping
 
 import cloudpickle
 import jax.numpy as jnp
@@ -20,9 +23,10 @@ from flax import nnx
 
 from amortize.errors import AmortizeError, AmortizerFileError
 
-__all__ = ["save_amortizer", "load"]
+__all__ = ["save_amortizer", "save_comparison", "load"]
 
 FORMAT = "amortize.amortizer"
+COMPARISON_FORMAT = "amortize.comparison"
 VERSION = 1
 
 
@@ -52,13 +56,7 @@ def save_amortizer(amortizer, path) -> None:
         "fingerprint": graph.fingerprint(),
         "history": {k: np.asarray(v).tolist() for k, v in (amortizer.history or {}).items()},
     }
-    weights = _flatten(nnx.to_pure_dict(nnx.state(amortizer.network)))
-    buffer = io.BytesIO()
-    np.savez(buffer, **weights)
-    with zipfile.ZipFile(Path(path), "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("manifest.json", json.dumps(manifest, indent=1))
-        archive.writestr("weights.npz", buffer.getvalue())
-        archive.writestr("program.pkl", cloudpickle.dumps(graph.model))
+    _write_archive(path, manifest, amortizer.network, graph.model)
 
 
 def _describe_mismatch(saved: dict, current: dict) -> str:
@@ -74,73 +72,18 @@ def _describe_mismatch(saved: dict, current: dict) -> str:
     return "the graphs differ"
 
 
-def load(path, model=None):
-    """Load an amortizer written by :meth:`Amortizer.save`.
+def _write_archive(path, manifest: dict, network, programs) -> None:
+    weights = _flatten(nnx.to_pure_dict(nnx.state(network)))
+    buffer = io.BytesIO()
+    np.savez(buffer, **weights)
+    with zipfile.ZipFile(Path(path), "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", json.dumps(manifest, indent=1))
+        archive.writestr("weights.npz", buffer.getvalue())
+        archive.writestr("program.pkl", cloudpickle.dumps(programs))
 
-    Parameters
-    ----------
-    path : str or Path
-    model : callable, optional
-        The program to attach. By default the pickled program in the file is
-        used; pass the program when its module has moved. It must compile to
-        the same graph as the saved one.
 
-    Returns
-    -------
-    Amortizer
-        Draws under the same seed equal those of the saved amortizer.
-
-    Raises
-    ------
-    AmortizerFileError
-        The file is missing, not an amortizer, corrupted, from an incompatible
-        version, or its program does not match.
-    """
-    from amortize.amortizer import Amortizer
-    from amortize.build import AmortizerNetwork, NetworkConfig
-    from amortize.graph import build_graph, factorize
-
-    path = Path(path)
-    if not path.exists():
-        raise AmortizerFileError(f"No saved amortizer at {path}: the file does not exist.")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            manifest = json.loads(archive.read("manifest.json"))
-            weights_bytes = archive.read("weights.npz")
-            program_bytes = archive.read("program.pkl")
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError, EOFError) as error:
-        raise AmortizerFileError(
-            f"{path} is not a readable amortizer file ({type(error).__name__}: {error}); "
-            f"it may be truncated or corrupted. Save it again with `amortizer.save(path)`."
-        ) from None
-    if manifest.get("format") != FORMAT:
-        raise AmortizerFileError(f"{path} is not an amortizer file (format {manifest.get('format')!r}).")
-    if manifest.get("version") != VERSION:
-        raise AmortizerFileError(
-            f"{path} has amortizer file version {manifest.get('version')}, this amortize reads "
-            f"version {VERSION}; save it again with this version of amortize."
-        )
-    if model is None:
-        try:
-            model = cloudpickle.loads(program_bytes)
-        except Exception as error:  # any unpickling failure means the program cannot be restored
-            raise AmortizerFileError(
-                f"The program saved in {path} could not be restored ({type(error).__name__}: "
-                f"{error}); pass it explicitly: am.load(path, model=my_model)."
-            ) from None
-    try:
-        graph = build_graph(model, manifest["data"], {p: tuple(r) for p, r in manifest["sizes"].items()})
-    except AmortizeError as error:
-        raise AmortizerFileError(f"The program does not compile as saved in {path}: {error}") from None
-    current = graph.fingerprint()
-    if current != manifest["fingerprint"]:
-        raise AmortizerFileError(
-            f"The program does not match the amortizer saved in {path}: "
-            f"{_describe_mismatch(manifest['fingerprint'], current)}. Load it with the "
-            f"program it was trained on, or train a new amortizer."
-        )
-    amortizer = Amortizer(graph, factorize(graph), NetworkConfig(**manifest["network_config"]))
-    network = AmortizerNetwork(amortizer.spec, rngs=nnx.Rngs(0))
+def _fill_weights(network, weights_bytes: bytes, path: Path) -> None:
+    """Replace ``network``'s variables by the saved ones, checking names and shapes."""
     state = nnx.state(network)
     expected = _flatten(nnx.to_pure_dict(state))
     try:
@@ -166,6 +109,132 @@ def load(path, model=None):
     fill(pure)
     nnx.replace_by_pure_dict(state, pure)
     nnx.update(network, state)
+
+
+def _restore_programs(program_bytes: bytes, path: Path, hint: str):
+    try:
+        return cloudpickle.loads(program_bytes)
+    except Exception as error:  # any unpickling failure means the program cannot be restored
+        raise AmortizerFileError(
+            f"The program saved in {path} could not be restored ({type(error).__name__}: "
+            f"{error}); pass it explicitly: {hint}."
+        ) from None
+
+
+def _checked_graph(model, manifest: dict, fingerprint: dict, path: Path, label: str = "The program"):
+    from amortize.graph import build_graph
+
+    try:
+        graph = build_graph(model, manifest["data"], {p: tuple(r) for p, r in manifest["sizes"].items()})
+    except AmortizeError as error:
+        raise AmortizerFileError(f"{label} does not compile as saved in {path}: {error}") from None
+    current = graph.fingerprint()
+    if current != fingerprint:
+        raise AmortizerFileError(
+            f"{label} does not match the one saved in {path}: "
+            f"{_describe_mismatch(fingerprint, current)}. Load it with the "
+            f"program it was trained on, or train anew."
+        )
+    return graph
+
+
+def load(path, model=None):
+    """Load an amortizer written by :meth:`Amortizer.save` (or a comparison, by :meth:`ModelComparison.save`).
+
+    Parameters
+    ----------
+    path : str or Path
+    model : callable, or mapping of name → callable for a model comparison, optional
+        The program(s) to attach. By default the pickled programs in the file
+        are used; pass them when their module has moved. Each must compile
+        to the same graph as the saved one.
+
+    Returns
+    -------
+    Amortizer or ModelComparison
+        Draws (or probabilities) under the same seed equal those of the saved one.
+
+    Raises
+    ------
+    AmortizerFileError
+        The file is missing, not an amortizer, corrupted, from an incompatible
+        version, or its program does not match.
+    """
+    from amortize.amortizer import Amortizer
+    from amortize.build import AmortizerNetwork, NetworkConfig
+    from amortize.graph import factorize
+
+    path = Path(path)
+    if not path.exists():
+        raise AmortizerFileError(f"No saved amortizer at {path}: the file does not exist.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            manifest = json.loads(archive.read("manifest.json"))
+            weights_bytes = archive.read("weights.npz")
+            program_bytes = archive.read("program.pkl")
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError, EOFError) as error:
+        raise AmortizerFileError(
+            f"{path} is not a readable amortizer file ({type(error).__name__}: {error}); "
+            f"it may be truncated or corrupted. Save it again with `amortizer.save(path)`."
+        ) from None
+    if manifest.get("format") not in (FORMAT, COMPARISON_FORMAT):
+        raise AmortizerFileError(f"{path} is not an amortizer file (format {manifest.get('format')!r}).")
+    if manifest.get("version") != VERSION:
+        raise AmortizerFileError(
+            f"{path} has amortizer file version {manifest.get('version')}, this amortize reads "
+            f"version {VERSION}; save it again with this version of amortize."
+        )
+    history = {k: np.asarray(v) for k, v in manifest.get("history", {}).items()} or None
+    config = NetworkConfig(**manifest["network_config"])
+    if manifest["format"] == COMPARISON_FORMAT:
+        return _load_comparison(path, manifest, weights_bytes, program_bytes, model, config, history)
+    if model is None:
+        model = _restore_programs(program_bytes, path, "am.load(path, model=my_model)")
+    graph = _checked_graph(model, manifest, manifest["fingerprint"], path)
+    amortizer = Amortizer(graph, factorize(graph), config)
+    network = AmortizerNetwork(amortizer.spec, rngs=nnx.Rngs(0))
+    _fill_weights(network, weights_bytes, path)
     amortizer.network = network
-    amortizer.history = {k: np.asarray(v) for k, v in manifest.get("history", {}).items()} or None
+    amortizer.history = history
     return amortizer
+
+
+def save_comparison(comparison, path) -> None:
+    """Write a trained :class:`ModelComparison` to ``path``; :func:`load` reads it back."""
+    from amortize import __version__
+
+    graph = comparison.graph
+    manifest = {
+        "format": COMPARISON_FORMAT,
+        "version": VERSION,
+        "amortize_version": __version__,
+        "models": list(comparison.names),
+        "prior": comparison.prior.tolist(),
+        "data": list(graph.data_names),
+        "sizes": {p: list(r.size_range) for p, r in graph.plates.items()},
+        "network_config": comparison.network_config.to_dict(),
+        "fingerprints": {name: g.fingerprint() for name, g in comparison.graphs.items()},
+        "history": {k: np.asarray(v).tolist() for k, v in (comparison.history or {}).items()},
+    }
+    _write_archive(path, manifest, comparison.network,
+                   {name: g.model for name, g in comparison.graphs.items()})
+
+
+def _load_comparison(path, manifest, weights_bytes, program_bytes, models, config, history):
+    from amortize.compare import ComparisonNetwork, ModelComparison
+
+    names = manifest["models"]
+    if models is None:
+        models = _restore_programs(program_bytes, path, "am.load(path, model={'name': program, ...})")
+    if not isinstance(models, Mapping) or list(models) != names:
+        raise AmortizerFileError(
+            f"{path} holds a comparison of the models {names}; pass model= as a mapping with "
+            f"exactly those names, in that order.")
+    graphs = {name: _checked_graph(models[name], manifest, manifest["fingerprints"][name], path,
+                                   label=f"Model `{name}`") for name in names}
+    comparison = ModelComparison(graphs, manifest["prior"], config)
+    network = ComparisonNetwork(comparison.spec, len(names), rngs=nnx.Rngs(0))
+    _fill_weights(network, weights_bytes, path)
+    comparison.network = network
+    comparison.history = history
+    return comparison

@@ -144,3 +144,19 @@ def test_bad_data_and_untrained_use_are_reported(trained):
     untrained = am.compare({"pooled": hc.pooled, "hierarchical": hc.hierarchical}, data=["y"], sizes=SIZES)
     with pytest.raises(am.AmortizeError, match="not trained yet"):
         untrained.predict({"y": np.zeros((2, 2))})
+
+
+def test_save_and_load_round_trip(trained, tmp_path):
+    path = tmp_path / "nested.comparison"
+    trained.save(path)
+    loaded = am.load(path)
+    assert isinstance(loaded, am.ModelComparison) and loaded.names == trained.names
+    data = {"y": [np.array([0.2, -1.0, 0.4]), np.array([1.5]), np.array([0.3, 0.9])]}
+    assert loaded.predict(data) == trained.predict(data)
+    np.testing.assert_allclose(loaded.history["val_loss"], trained.history["val_loss"])
+    again = am.load(path, model={"pooled": hc.pooled, "hierarchical": hc.hierarchical})
+    assert again.predict(data) == trained.predict(data)
+    with pytest.raises(am.AmortizerFileError, match=r"comparison of the models \['pooled', 'hierarchical'\]"):
+        am.load(path, model=hc.pooled)
+    with pytest.raises(am.AmortizerFileError, match=r"Model `hierarchical` does not match .*site `sigma`"):
+        am.load(path, model={"pooled": hc.pooled, "hierarchical": hc.normal_noise})
