@@ -157,20 +157,34 @@ class Amortizer:
         prepared : PreparedData
             The padded data, labels and instance order.
         """
+        draws, _, prepared = self._draws_and_probabilities(data, num_samples, seed, index, coords, False)
+        return draws, prepared
+
+    def _draws_and_probabilities(self, data, num_samples, seed, index, coords, probabilities: bool):
         self._require_trained()
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be positive; got {num_samples}.")
         prepared = prepare_data(self.graph, data, index=index, coords=coords,
                                 pad_to=self.graph.max_sizes())
-        raw = self._get_sampler()(jax.random.key(seed), prepared.data, prepared.masks, int(num_samples))
-        return gather_instances(raw, prepared, self.graph), prepared
+        raw = self._get_sampler(probabilities)(jax.random.key(seed), prepared.data, prepared.masks,
+                                               int(num_samples))
+        raw, class_probabilities = raw if probabilities else (raw, {})
+        return (gather_instances(raw, prepared, self.graph),
+                gather_instances(class_probabilities, prepared, self.graph), prepared)
 
-    def _get_sampler(self):
-        """The jitted sampler ``(key, data, masks, num_samples) -> {site: (B, S, *plates, *event)}``."""
+    def _get_sampler(self, class_probabilities: bool = False):
+        """The jitted sampler ``(key, data, masks, num_samples) -> {site: (B, S, *plates, *event)}``.
+
+        With ``class_probabilities``: ``(draws, {indicator: (B, S, *plates, classes)})``.
+        """
         self._require_trained()
         if self._sampler is None:
-            self._sampler = make_sampler(self.network, self.spec, self.graph, self.factorization)
-        return self._sampler
+            self._sampler = {}
+        if class_probabilities not in self._sampler:
+            self._sampler[class_probabilities] = make_sampler(
+                self.network, self.spec, self.graph, self.factorization,
+                class_probabilities=class_probabilities)
+        return self._sampler[class_probabilities]
 
     def sample(self, data: Mapping[str, Any], num_samples: int = 1000, seed: int = 0, *,
                index: Mapping[str, Any] | None = None, coords: Mapping[str, Any] | None = None,
@@ -214,9 +228,12 @@ class Amortizer:
             raise DataError(
                 f"num_samples={num_samples} must be a positive multiple of num_chains={num_chains}."
             )
-        draws, prepared = self.draws(data, num_samples, seed, index=index, coords=coords)
+        indicators = any(f.is_classifier for f in self.factorization)
+        draws, probabilities, prepared = self._draws_and_probabilities(
+            data, num_samples, seed, index, coords, indicators)
         return to_datatree(draws, prepared, self.graph, num_chains=num_chains,
-                           attrs={"inference_library_version": __version__})
+                           attrs={"inference_library_version": __version__},
+                           class_probabilities=probabilities)
 
     def validate(self, path, **kwargs):
         """Validate this amortizer and write a report folder (PNG, JSON, markdown).

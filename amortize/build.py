@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from amortize.graph import Factorization, ModelGraph
-from amortize.networks import MLP, ConditionalFlow, LevelSummary
+from amortize.networks import MLP, ConditionalClassifier, ConditionalFlow, LevelSummary
 from amortize.networks.mlp import ACTIVATIONS
 from amortize.simulate import factor_dim
 
@@ -185,6 +185,11 @@ class FactorSpec:
     path: tuple[str, ...]
     dim: int
     parent_factors: tuple[tuple[str, int], ...]  # (factor, dim), outermost first
+    classes: int | None = None  # a classifier factor's number of classes; None for a flow
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.classes is not None
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,8 @@ def network_spec(graph: ModelGraph, factorization: Factorization, config: Networ
     )
     dims = {f.name: factor_dim(f, graph) for f in factorization}
     factors = tuple(
-        FactorSpec(f.name, f.level, f.path, dims[f.name], tuple((p, dims[p]) for p in f.parent_factors))
+        FactorSpec(f.name, f.level, f.path, dims[f.name], tuple((p, dims[p]) for p in f.parent_factors),
+                   f.classes)
         for f in factorization
     )
     return NetworkSpec(levels, data_at(None), graph.children(None), factors, config)
@@ -230,6 +236,9 @@ class AmortizerNetwork(nnx.Module):
         Encodes the global data and the pooled top-level summaries into the
         embedding the global factor conditions on.
     flows : dict of factor → ConditionalFlow
+    classifiers : dict of factor → ConditionalClassifier
+        One per discrete latent (mixture indicator), two hidden layers of
+        ``summary_width``.
     data_loc, data_scale : per data site, ``(features,)`` standardization.
     latent_loc, latent_scale : per factor, ``(dim,)`` standardization of the
         unconstrained targets.
@@ -239,14 +248,19 @@ class AmortizerNetwork(nnx.Module):
         c = spec.config
         common = dict(activation=c.activation, rngs=rngs)
         self.summaries, self.root = summary_networks(spec, rngs=rngs)
-        flows = {}
+        flows, classifiers = {}, {}
         for factor in spec.factors:
             context_dims = (c.embed_dim, *(d for _, d in factor.parent_factors))
+            if factor.is_classifier:
+                classifiers[factor.name] = ConditionalClassifier(
+                    factor.classes, context_dims, hidden=c.summary_width, depth=2, **common)
+                continue
             kind, hidden, depth = c.flow_settings(local=factor.level is not None)
             flows[factor.name] = ConditionalFlow(
                 factor.dim, context_dims, layers=c.flow_layers, hidden=hidden, depth=depth, kind=kind,
                 bins=c.spline_bins, bound=c.spline_bound, **common)
         self.flows = nnx.Dict(flows)
+        self.classifiers = nnx.Dict(classifiers)
         self.data_loc, self.data_scale = data_standardization(spec)
         self.latent_loc = nnx.Dict({f.name: Standardization(jnp.zeros(f.dim)) for f in spec.factors})
         self.latent_scale = nnx.Dict({f.name: Standardization(jnp.ones(f.dim)) for f in spec.factors})
@@ -389,30 +403,48 @@ def log_prob(net: AmortizerNetwork, spec: NetworkSpec, latents: dict, data: dict
     }
     out = {}
     for factor in spec.factors:
-        flow = net.flows[factor.name]
         context = _context(embeddings[factor.level or "global"], factor, standardized, spec)
-        lp = flow.log_prob(standardized[factor.name], flow.project_context(context))
+        if factor.is_classifier:
+            lp = net.classifiers[factor.name].log_prob(latents[factor.name][..., 0], context)
+        else:
+            flow = net.flows[factor.name]
+            lp = flow.log_prob(standardized[factor.name], flow.project_context(context))
         mask = _instance_mask(masks, factor, lp.shape[0])
         out[factor.name] = jnp.sum(jnp.where(mask, lp, 0.0).reshape(lp.shape[0], -1), axis=1)
     return out
 
 
 def sample_latents(net: AmortizerNetwork, spec: NetworkSpec, key: jax.Array, data: dict,
-                   masks: dict, num_samples: int) -> dict[str, jax.Array]:
-    """Ancestral pass through the factors.
+                   masks: dict, num_samples: int, *, class_probabilities: dict | None = None
+                   ) -> dict[str, jax.Array]:
+    """Ancestral pass through the factors: flows first, then the indicators' classifiers.
+
+    Parameters
+    ----------
+    class_probabilities : dict, optional
+        Filled with, per classifier factor, q(z = k | draw, data) ``(B, num_samples, *plates, classes)``.
 
     Returns
     -------
     dict of factor → unconstrained draws ``(B, num_samples, *plates, dim)``
-        (padded instances are drawn too; callers drop them by mask).
+        (a classifier's draw is its class index, as a float; padded instances
+        are drawn too; callers drop them by mask).
     """
     embeddings = embed(net, spec, data, masks)
     keys = jax.random.split(key, len(spec.factors))
     standardized = {}
     out = {}
     for k, factor in zip(keys, spec.factors):
-        flow = net.flows[factor.name]
         emb = embeddings[factor.level or "global"][:, None]  # (B, 1, *plates, E): shared by draws
+        if factor.is_classifier:
+            logits = net.classifiers[factor.name].logits(_context(emb, factor, standardized, spec))
+            shape = (emb.shape[0], num_samples) + logits.shape[2:]
+            logits = jnp.broadcast_to(logits, shape)
+            out[factor.name] = jax.random.categorical(k, logits).astype(jnp.float32)[..., None]
+            if class_probabilities is not None:
+                class_probabilities[factor.name] = jax.nn.softmax(logits, axis=-1)
+            continue
+        flow = net.flows[factor.name]
         projected = flow.project_context(_context(emb, factor, standardized, spec))
         shape = (emb.shape[0], num_samples) + emb.shape[2:-1] + projected.shape[-2:]
         draw = flow.sample(k, jnp.broadcast_to(projected, shape))

@@ -46,6 +46,7 @@ def to_datatree(
     num_chains: int,
     attrs: dict | None = None,
     groups: dict[str, dict[str, np.ndarray]] | None = None,
+    class_probabilities: dict[str, np.ndarray] | None = None,
 ):
     """Posterior draws and observed data → ``xarray.DataTree`` (InferenceData schema).
 
@@ -63,6 +64,11 @@ def to_datatree(
         More draw-indexed groups (``posterior_predictive``, ``log_likelihood``:
         per data site ``(S, n_instances, *event)``; ``sample_stats``: per
         statistic ``(S,)``), split into chains like the posterior.
+    class_probabilities : dict of indicator → ``(S, [n_instances], classes)``, optional
+        Per draw, the probability of each class of a discrete latent given
+        that draw's continuous latents and the data. They go to the group
+        ``indicator_probabilities`` with the extra dimension ``<site>_class``;
+        their mean over draws is the marginal posterior p(z = k | data).
 
     Returns
     -------
@@ -94,6 +100,10 @@ def to_datatree(
         coords=coords,
         attrs={group: {"inference_library": "amortize", **(attrs or {})} for group in contents},
     )
+    if class_probabilities:
+        tree["indicator_probabilities"] = _class_probability_group(
+            class_probabilities, graph, prepared, num_chains, attrs)
+        contents["indicator_probabilities"] = class_probabilities
     for plate, p in graph.plates.items():
         if p.parent is None:
             continue
@@ -103,6 +113,22 @@ def to_datatree(
                 tree[group] = tree[group].to_dataset().assign_coords(
                     {coordinate: (plate, prepared.parent_labels[plate])})
     return tree
+
+
+def _class_probability_group(probabilities: dict, graph: ModelGraph, prepared: PreparedData,
+                             num_chains: int, attrs: dict | None) -> xr.DataTree:
+    variables, coords = {}, {}
+    for name, value in probabilities.items():
+        site = graph.sites[name]
+        value = np.asarray(value)
+        dims = ["chain", "draw"] + _dims(name, site, 0) + [f"{name}_class"]
+        variables[name] = (dims, value.reshape((num_chains, value.shape[0] // num_chains) + value.shape[1:]))
+        coords[f"{name}_class"] = np.arange(value.shape[-1])
+        if site.path:
+            coords[site.path[-1]] = prepared.labels[site.path[-1]]
+    dataset = xr.Dataset(variables, coords=coords,
+                         attrs={"inference_library": "amortize", **(attrs or {})})
+    return xr.DataTree(dataset)
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,13 @@ __all__ = ["make_sampler", "gather_instances"]
 
 
 def make_sampler(net: AmortizerNetwork, spec: NetworkSpec, graph: ModelGraph,
-                 factorization: Factorization):
+                 factorization: Factorization, *, class_probabilities: bool = False):
     """Return ``draw(key, data, masks, num_samples) -> {site: (B, S, *plates, *event)}``.
 
     The returned function is jitted (``num_samples`` static) and closes over a
-    snapshot of the network's weights.
+    snapshot of the network's weights. With ``class_probabilities``, it
+    returns ``(draws, probabilities)``, the second holding, per discrete
+    latent, q(z = k | draw, data) as ``(B, S, *plates, classes)``.
     """
     graphdef, state = nnx.split(net)
 
@@ -34,10 +36,14 @@ def make_sampler(net: AmortizerNetwork, spec: NetworkSpec, graph: ModelGraph,
     @partial(jax.jit, static_argnums=4)
     def draw_with(state, key, data, masks, num_samples):
         model = nnx.merge(graphdef, state)
-        packed = sample_latents(model, spec, key, data, masks, num_samples)
+        probabilities = {} if class_probabilities else None
+        packed = sample_latents(model, spec, key, data, masks, num_samples,
+                                class_probabilities=probabilities)
         out = {}
         for factor in factorization:
             out.update(unpack_factor(packed[factor.name], factor, graph))
+        if class_probabilities:
+            return out, {factorization[name].targets[0]: value for name, value in probabilities.items()}
         return out
 
     def draw(key, data, masks, num_samples):

@@ -156,6 +156,8 @@ def _flatten_event(value: jax.Array, n_plates: int, lead: int = 0) -> jax.Array:
 def pack_factor(values: dict[str, jax.Array], factor: Factor, graph: ModelGraph) -> jax.Array:
     """Constrained canonical values of a factor's sites → one unconstrained vector.
 
+    A classifier factor packs its indicator's class index (as a float).
+
     Parameters
     ----------
     values : dict of str to Array
@@ -166,6 +168,8 @@ def pack_factor(values: dict[str, jax.Array], factor: Factor, graph: ModelGraph)
     Array
         ``(*lead, *level_shape, dim)`` with ``dim`` the summed unconstrained sizes.
     """
+    if factor.is_classifier:  # the class index, as one float per instance
+        return values[factor.targets[0]].astype(jnp.float32)[..., None]
     parts = []
     for name in factor.targets:
         site = graph.sites[name]
@@ -177,12 +181,16 @@ def pack_factor(values: dict[str, jax.Array], factor: Factor, graph: ModelGraph)
 
 
 def factor_dim(factor: Factor, graph: ModelGraph) -> int:
-    """Length of the packed unconstrained vector of ``factor``."""
+    """Length of the packed unconstrained vector of ``factor`` (1 for a classifier: the class index)."""
+    if factor.is_classifier:
+        return 1
     return sum(graph.sites[n].unconstrained_size for n in factor.targets)
 
 
 def unpack_factor(packed: jax.Array, factor: Factor, graph: ModelGraph) -> dict[str, jax.Array]:
     """Inverse of :func:`pack_factor`: ``(*lead, dim)`` → constrained ``(*lead, *event)`` per site."""
+    if factor.is_classifier:
+        return {factor.targets[0]: jnp.round(packed[..., 0]).astype(jnp.int32)}
     out, start = {}, 0
     head = packed.shape[:-1]
     for name in factor.targets:

@@ -180,6 +180,8 @@ def set_standardization(net: AmortizerNetwork, spec: NetworkSpec, pilot: Simulat
         net.data_loc[name] = Standardization(jnp.asarray(loc))
         net.data_scale[name] = Standardization(jnp.asarray(scale))
     for factor in spec.factors:
+        if factor.is_classifier:  # class indices are targets of a softmax, not standardized
+            continue
         loc, scale = _masked_moments(pilot.latents[factor.name], level_mask(factor.path), robust=False)
         net.latent_loc[factor.name] = Standardization(jnp.asarray(loc))
         net.latent_scale[factor.name] = Standardization(jnp.asarray(scale))

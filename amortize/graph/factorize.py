@@ -40,6 +40,9 @@ class Factor:
         Names of the factors that own ``conditioners``, outermost first.
     data_scope : tuple of str
         Data sites summarized for each instance (those inside ``level``).
+    classes : int or None
+        For a classifier factor (one finite discrete latent): its number of
+        classes. None for a flow factor.
     """
 
     name: str
@@ -49,6 +52,11 @@ class Factor:
     conditioners: tuple[str, ...]
     parent_factors: tuple[str, ...]
     data_scope: tuple[str, ...]
+    classes: int | None = None
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.classes is not None
 
     def __str__(self) -> str:
         scope = ", ".join(
@@ -89,34 +97,46 @@ class Factorization:
 
 
 def factorize(graph: ModelGraph) -> Factorization:
-    """Derive the posterior factorization of ``graph``, ancestral order first."""
+    """Derive the posterior factorization of ``graph``, ancestral order first.
+
+    Continuous latents of one level form a flow factor. A finite discrete
+    latent (a mixture indicator) forms a classifier factor of its own, after
+    every flow factor (Kucharský & Bürkner 2025): p(θ, z | y) = p(θ | y) ·
+    p(z | θ, y), where p(θ | y) is the marginal over the indicators, and each
+    indicator's classifier conditions on the continuous latents of its level
+    and the enclosing ones.
+    """
     factors: list[Factor] = []
+    classifiers: list[Factor] = []
     levels: list[str | None] = [None] + list(graph.plates)
+
+    def continuous(level):
+        return tuple(n for n in graph.sites_at(level, "latent") if not graph.sites[n].is_discrete)
+
     for level in levels:
-        targets = graph.sites_at(level, "latent")
-        if not targets:
-            continue
         path = graph.plates[level].path if level else ()
         conditioners: list[str] = []
         parent_factors: list[str] = []
         ancestors = [None, *path[:-1]] if level else []
         for ancestor in ancestors:
-            owned = graph.sites_at(ancestor, "latent")
+            owned = continuous(ancestor)
             if owned:
                 conditioners.extend(owned)
                 parent_factors.append(ancestor or "global")
         scope = tuple(
             name for name in graph.data_names if graph.sites[name].path[: len(path)] == path
         )
-        factors.append(
-            Factor(
-                name=level or "global",
-                level=level,
-                path=path,
-                targets=targets,
-                conditioners=tuple(conditioners),
-                parent_factors=tuple(parent_factors),
-                data_scope=scope,
-            )
-        )
-    return Factorization(tuple(factors))
+        targets = continuous(level)
+        if targets:
+            factors.append(Factor(name=level or "global", level=level, path=path, targets=targets,
+                                  conditioners=tuple(conditioners), parent_factors=tuple(parent_factors),
+                                  data_scope=scope))
+        for name in graph.sites_at(level, "latent"):
+            if graph.sites[name].is_discrete:
+                own = (level or "global",) if targets else ()
+                classifiers.append(Factor(
+                    name=name, level=level, path=path, targets=(name,),
+                    conditioners=tuple(conditioners) + targets,
+                    parent_factors=tuple(parent_factors) + own, data_scope=scope,
+                    classes=graph.sites[name].num_classes))
+    return Factorization(tuple(factors + classifiers))

@@ -82,6 +82,9 @@ class Site:
     support : Constraint
     distribution : str
     parents : tuple of str
+    num_classes : int or None
+        For a finite discrete latent (a mixture indicator): its values are the
+        class indices ``0 .. num_classes - 1``. None for continuous sites and data.
     """
 
     name: str
@@ -95,6 +98,11 @@ class Site:
     distribution: str
     dtype: object
     parents: tuple[str, ...]
+    num_classes: int | None = None
+
+    @property
+    def is_discrete(self) -> bool:
+        return self.num_classes is not None
 
     @property
     def level(self) -> str | None:
@@ -444,19 +452,26 @@ def build_graph(
         where = f"plate `{path[-1]}`" if path else "the global level"
         if not is_data:
             if site.is_discrete:
-                if site.has_finite_support:
+                if not site.has_finite_support:
                     raise ModelError(
-                        f"Latent site `{name}` ({site.distribution}, at {where}) is "
-                        f"discrete. Discrete latents (mixture indicators) get classifier "
-                        f"networks in a coming release; for now marginalize `{name}` out "
-                        f"of the program (e.g. a MixtureSameFamily likelihood) or pass it "
-                        f"as data."
+                        f"Latent site `{name}` ({site.distribution}, at {where}) is discrete "
+                        f"with infinite support, which amortize cannot infer; make it a data "
+                        f"site or replace it by a continuous or finite discrete latent."
                     )
-                raise ModelError(
-                    f"Latent site `{name}` ({site.distribution}, at {where}) is discrete "
-                    f"with infinite support, which amortize cannot infer; make it a data "
-                    f"site or replace it by a continuous or finite discrete latent."
-                )
+                if site.num_classes is None:
+                    raise ModelError(
+                        f"Latent site `{name}` ({site.distribution}, at {where}) is finite "
+                        f"discrete, but its values are not the class indices 0..K-1 with a "
+                        f"fixed K (its support is {site.support}). Write it as a Categorical "
+                        f"(or Bernoulli) indicator and map the index to the value with "
+                        f"`numpyro.deterministic`."
+                    )
+                if site.event_shape:
+                    raise ModelError(
+                        f"Latent site `{name}` ({site.distribution}, at {where}) is a discrete "
+                        f"site with event shape {site.event_shape}; indicators must be scalar "
+                        f"per instance. Put the extra dimension in a plate."
+                    )
             if not site.support_is_static:
                 raise ModelError(
                     f"Latent site `{name}` ({site.distribution}, at {where}) has a support "
@@ -464,7 +479,9 @@ def build_graph(
                     f"e.g. `u ~ Uniform(0, 1)` and `{name} = low + (high - low) * u` as a "
                     f"deterministic."
                 )
-        unconstrained = () if is_data else unconstrained_event_shape(site.support, site.event_shape)
+        # A discrete latent is packed as its class index: one number per instance.
+        unconstrained = () if is_data or site.is_discrete else unconstrained_event_shape(
+            site.support, site.event_shape)
         sites[name] = Site(
             name=name,
             role="data" if is_data else "latent",
@@ -477,6 +494,7 @@ def build_graph(
             distribution=site.distribution,
             dtype=site.dtype,
             parents=tuple(first.parents.get(name, ())),
+            num_classes=None if is_data else site.num_classes,
         )
     if scan:
         sites = _scan_parents(model, ranges, sites, scan[2])
@@ -496,7 +514,28 @@ def build_graph(
                 )
     if not any(s.role == "latent" for s in sites.values()):
         raise ModelError("The program has no latent sites: there is nothing to infer.")
+    _check_indicators(sites)
     return ModelGraph(model=model, sites=sites, plates=plates, data_names=data)
+
+
+def _check_indicators(sites: Mapping[str, Site]) -> None:
+    """What the classifier factors support: one indicator per level, no continuous latents below one."""
+    indicators = [s for s in sites.values() if s.role == "latent" and s.is_discrete]
+    for site in indicators:
+        same_level = [s.name for s in indicators if s.path == site.path]
+        if len(same_level) > 1:
+            raise ModelError(
+                f"Latent sites {', '.join(f'`{n}`' for n in same_level)} are discrete indicators at "
+                f"the same level ({site.describe_level()}); amortize infers one indicator per level. "
+                f"Combine them into one Categorical over their joint classes.")
+        below = [s.name for s in sites.values() if s.role == "latent" and not s.is_discrete
+                 and len(s.path) > len(site.path) and s.path[: len(site.path)] == site.path]
+        if below:
+            raise ModelError(
+                f"Continuous latent site `{below[0]}` lives in a plate inside the level of the discrete "
+                f"indicator `{site.name}` ({site.describe_level()}); amortize infers indicators after "
+                f"the continuous latents of their own and enclosing levels only. Move `{below[0]}` up "
+                f"to the level of `{site.name}` or marginalize `{site.name}` out.")
 
 
 def graph_for(model: Callable, data: Sequence[str]) -> ModelGraph:

@@ -74,6 +74,9 @@ class SiteTrace:
     in_scan : bool
         True for a site inside ``numpyro.contrib.control_flow.scan``: its value
         carries the steps on a leading axis, outside every plate's axis.
+    num_classes : int or None
+        For a finite discrete site whose values are the class indices
+        ``0 .. num_classes - 1`` (Categorical, Bernoulli): how many there are.
     """
 
     name: str
@@ -89,6 +92,7 @@ class SiteTrace:
     observed_in_program: bool
     batch_shape: tuple[int, ...]
     in_scan: bool = False
+    num_classes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -154,7 +158,23 @@ def _describe(site) -> SiteTrace:
         observed_in_program=bool(site["is_observed"]),
         batch_shape=tuple(fn.batch_shape),
         in_scan="_scan_current_index" in (site.get("infer") or {}),
+        num_classes=_class_count(support),
     )
+
+
+def _class_count(support) -> int | None:
+    """Number of classes of a support ``{0, 1}`` or ``{0, ..., K - 1}`` with static K, else None."""
+    if support is constraints.boolean:
+        return 2
+    if isinstance(support, _INTEGER_INTERVAL) and not _holds_tracer(support):
+        low, high = support.lower_bound, support.upper_bound
+        if np.ndim(low) == 0 and np.ndim(high) == 0 and int(low) == 0 and int(high) >= 1:
+            return int(high) + 1
+    return None
+
+
+_INTEGER_INTERVAL = (constraints.integer_interval if isinstance(constraints.integer_interval, type)
+                     else type(constraints.integer_interval))
 
 
 def model_size_arguments(model: Callable) -> tuple[list[str], list[str]]:
