@@ -170,7 +170,8 @@ class Amortizer:
                                                int(num_samples))
         raw, class_probabilities = raw if probabilities else (raw, {})
         return (gather_instances(raw, prepared, self.graph),
-                gather_instances(class_probabilities, prepared, self.graph), prepared)
+                {group: gather_instances(values, prepared, self.graph)
+                 for group, values in class_probabilities.items()}, prepared)
 
     def _get_sampler(self, class_probabilities: bool = False):
         """The jitted sampler ``(key, data, masks, num_samples) -> {site: (B, S, *plates, *event)}``.

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from amortize.graph import Factorization, ModelGraph
-from amortize.networks import MLP, ConditionalClassifier, ConditionalFlow, LevelSummary
+from amortize.networks import MLP, ConditionalClassifier, ConditionalFlow, LevelSummary, SequenceClassifier
 from amortize.networks.mlp import ACTIVATIONS
 from amortize.simulate import factor_dim
 
@@ -186,6 +186,7 @@ class FactorSpec:
     dim: int
     parent_factors: tuple[tuple[str, int], ...]  # (factor, dim), outermost first
     classes: int | None = None  # a classifier factor's number of classes; None for a flow
+    markov: bool = False  # a classifier along an ordered level: one chain per enclosing instance
 
     @property
     def is_classifier(self) -> bool:
@@ -216,7 +217,7 @@ def network_spec(graph: ModelGraph, factorization: Factorization, config: Networ
     dims = {f.name: factor_dim(f, graph) for f in factorization}
     factors = tuple(
         FactorSpec(f.name, f.level, f.path, dims[f.name], tuple((p, dims[p]) for p in f.parent_factors),
-                   f.classes)
+                   f.classes, f.markov)
         for f in factorization
     )
     return NetworkSpec(levels, data_at(None), graph.children(None), factors, config)
@@ -251,6 +252,10 @@ class AmortizerNetwork(nnx.Module):
         flows, classifiers = {}, {}
         for factor in spec.factors:
             context_dims = (c.embed_dim, *(d for _, d in factor.parent_factors))
+            if factor.markov:
+                classifiers[factor.name] = SequenceClassifier(
+                    factor.classes, context_dims, hidden=c.summary_width, **common)
+                continue
             if factor.is_classifier:
                 classifiers[factor.name] = ConditionalClassifier(
                     factor.classes, context_dims, hidden=c.summary_width, depth=2, **common)
@@ -404,7 +409,9 @@ def log_prob(net: AmortizerNetwork, spec: NetworkSpec, latents: dict, data: dict
     out = {}
     for factor in spec.factors:
         context = _context(embeddings[factor.level or "global"], factor, standardized, spec)
-        if factor.is_classifier:
+        if factor.markov:
+            lp = net.classifiers[factor.name].log_prob(latents[factor.name][..., 0], context, masks[factor.level])
+        elif factor.is_classifier:
             lp = net.classifiers[factor.name].log_prob(latents[factor.name][..., 0], context)
         else:
             flow = net.flows[factor.name]
@@ -422,7 +429,11 @@ def sample_latents(net: AmortizerNetwork, spec: NetworkSpec, key: jax.Array, dat
     Parameters
     ----------
     class_probabilities : dict, optional
-        Filled with, per classifier factor, q(z = k | draw, data) ``(B, num_samples, *plates, classes)``.
+        Filled with ``{"indicator_probabilities": {factor: q(z = k | draw, data)}}``,
+        ``(B, num_samples, *plates, classes)`` per classifier factor (for a
+        Markov chain, the smoothed marginals q(z_t = k | draw, whole series)),
+        and for Markov chains ``"indicator_filtered_probabilities"``, the
+        filtered marginals q(z_t = k | draw, series up to t).
 
     Returns
     -------
@@ -436,13 +447,23 @@ def sample_latents(net: AmortizerNetwork, spec: NetworkSpec, key: jax.Array, dat
     out = {}
     for k, factor in zip(keys, spec.factors):
         emb = embeddings[factor.level or "global"][:, None]  # (B, 1, *plates, E): shared by draws
+        if factor.markov:
+            mask = masks[factor.level][:, None]  # (B, 1, *plates, T): shared by draws
+            context = _context(emb, factor, standardized, spec)
+            states, filtered, smoothed = net.classifiers[factor.name].sample(k, context, mask)
+            out[factor.name] = states.astype(jnp.float32)[..., None]
+            if class_probabilities is not None:
+                class_probabilities.setdefault("indicator_probabilities", {})[factor.name] = smoothed
+                class_probabilities.setdefault("indicator_filtered_probabilities", {})[factor.name] = filtered
+            continue
         if factor.is_classifier:
             logits = net.classifiers[factor.name].logits(_context(emb, factor, standardized, spec))
             shape = (emb.shape[0], num_samples) + logits.shape[2:]
             logits = jnp.broadcast_to(logits, shape)
             out[factor.name] = jax.random.categorical(k, logits).astype(jnp.float32)[..., None]
             if class_probabilities is not None:
-                class_probabilities[factor.name] = jax.nn.softmax(logits, axis=-1)
+                class_probabilities.setdefault("indicator_probabilities", {})[factor.name] = jax.nn.softmax(
+                    logits, axis=-1)
             continue
         flow = net.flows[factor.name]
         projected = flow.project_context(_context(emb, factor, standardized, spec))

@@ -64,11 +64,13 @@ def to_datatree(
         More draw-indexed groups (``posterior_predictive``, ``log_likelihood``:
         per data site ``(S, n_instances, *event)``; ``sample_stats``: per
         statistic ``(S,)``), split into chains like the posterior.
-    class_probabilities : dict of indicator → ``(S, [n_instances], classes)``, optional
+    class_probabilities : dict of group → {indicator: ``(S, [n_instances], classes)``}, optional
         Per draw, the probability of each class of a discrete latent given
-        that draw's continuous latents and the data. They go to the group
-        ``indicator_probabilities`` with the extra dimension ``<site>_class``;
-        their mean over draws is the marginal posterior p(z = k | data).
+        that draw's continuous latents and the data, with the extra dimension
+        ``<site>_class``: group ``indicator_probabilities`` (for a Markov
+        chain, the smoothed marginals) and, for Markov chains,
+        ``indicator_filtered_probabilities``. Their mean over draws is the
+        marginal posterior p(z = k | data).
 
     Returns
     -------
@@ -100,10 +102,10 @@ def to_datatree(
         coords=coords,
         attrs={group: {"inference_library": "amortize", **(attrs or {})} for group in contents},
     )
-    if class_probabilities:
-        tree["indicator_probabilities"] = _class_probability_group(
-            class_probabilities, graph, prepared, num_chains, attrs)
-        contents["indicator_probabilities"] = class_probabilities
+    for group, values in (class_probabilities or {}).items():
+        if values:
+            tree[group] = _class_probability_group(values, graph, prepared, num_chains, attrs)
+            contents[group] = values
     for plate, p in graph.plates.items():
         if p.parent is None:
             continue

@@ -26,8 +26,10 @@ def make_sampler(net: AmortizerNetwork, spec: NetworkSpec, graph: ModelGraph,
 
     The returned function is jitted (``num_samples`` static) and closes over a
     snapshot of the network's weights. With ``class_probabilities``, it
-    returns ``(draws, probabilities)``, the second holding, per discrete
-    latent, q(z = k | draw, data) as ``(B, S, *plates, classes)``.
+    returns ``(draws, probabilities)``, the second mapping a group name
+    (``indicator_probabilities``, ``indicator_filtered_probabilities``) to, per
+    discrete latent, q(z = k | draw, data) as ``(B, S, *plates, classes)``
+    (see :func:`amortize.build.sample_latents`).
     """
     graphdef, state = nnx.split(net)
 
@@ -43,7 +45,8 @@ def make_sampler(net: AmortizerNetwork, spec: NetworkSpec, graph: ModelGraph,
         for factor in factorization:
             out.update(unpack_factor(packed[factor.name], factor, graph))
         if class_probabilities:
-            return out, {factorization[name].targets[0]: value for name, value in probabilities.items()}
+            return out, {group: {factorization[name].targets[0]: value for name, value in values.items()}
+                         for group, values in probabilities.items()}
         return out
 
     def draw(key, data, masks, num_samples):

@@ -160,3 +160,11 @@ def test_save_and_load_round_trip(trained, tmp_path):
         am.load(path, model=hc.pooled)
     with pytest.raises(am.AmortizerFileError, match=r"Model `hierarchical` does not match .*site `sigma`"):
         am.load(path, model={"pooled": hc.pooled, "hierarchical": hc.normal_noise})
+
+
+def test_probabilities_ignore_the_order_of_groups_and_of_observations(trained):
+    rng = np.random.default_rng(11)
+    groups = [rng.normal(rng.normal(0, 0.5), 1.0, size=n) for n in (3, 7, 1, 5, 9)]
+    shuffled = [rng.permutation(groups[j]) for j in rng.permutation(len(groups))]
+    a, b = trained.predict({"y": groups}), trained.predict({"y": shuffled})
+    np.testing.assert_allclose(list(a.values()), list(b.values()), atol=1e-5)

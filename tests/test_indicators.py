@@ -127,3 +127,14 @@ def test_a_categorical_indicator_compiles_with_its_class_count():
     amortizer.fit(steps=30, batch_size=16, progress=False)
     draws, _ = amortizer.draws({"y": np.array([-2.1, 0.1, 2.2, -1.9, 1.8])}, 100)
     assert draws["z"].shape == (100, 5) and set(np.unique(draws["z"])) <= {0, 1, 2}
+
+
+def test_indicator_check_counts_every_real_unit_and_beats_chance(mixture):
+    checks = am.diagnostics.check_indicators(mixture, num_datasets=60, num_samples=100, seed=2, chunk=20)
+    check = checks["z"]
+    assert check.names == ["0", "1"]
+    # 60 data sets of 10–60 observations each.
+    assert 600 <= check.n <= 3600 and check.confusion.sum() == check.n
+    # Components drawn 3 prior sds apart on average: far better than the majority class (at most ~0.6 here).
+    assert check.accuracy > 0.8
+    assert np.all((check.ece >= 0) & (check.ece < 0.1))

@@ -8,6 +8,7 @@ from amortize.diagnostics.calibration import Calibration, calibrate, ecdf_band
 from amortize.diagnostics.classification import (
     ClassificationCheck,
     calibration_curve,
+    check_indicators,
     check_classification,
     confusion_matrix,
     expected_calibration_error,
@@ -33,6 +34,7 @@ __all__ = [
     "Calibration",
     "ClassificationCheck",
     "calibration_curve",
+    "check_indicators",
     "check_classification",
     "confusion_matrix",
     "expected_calibration_error",

@@ -26,6 +26,7 @@ import numpy as np
 
 __all__ = [
     "ClassificationCheck",
+    "check_indicators",
     "calibration_curve",
     "calibration_noise_floor",
     "check_classification",
@@ -169,7 +170,7 @@ class ClassificationCheck:
     def __str__(self) -> str:
         eces = ", ".join(f"{n} {e:.4f} (noise floor {f:.4f})"
                          for n, e, f in zip(self.names, self.ece, self.noise_floor))
-        return f"accuracy {self.accuracy:.3f} on {self.n} data sets; ECE {eces}"
+        return f"accuracy {self.accuracy:.3f} on {self.n} cases; ECE {eces}"
 
 
 def check_classification(probabilities, labels, names: Sequence[str] | None = None,
@@ -244,3 +245,65 @@ def plot_confusion(check: ClassificationCheck, path=None):
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true model's data sets")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def check_indicators(amortizer, num_datasets: int = 200, num_samples: int = 200, seed: int = 0,
+                     bins: int = 10, chunk: int = 50) -> dict[str, ClassificationCheck]:
+    """Accuracy and calibration of every discrete latent's marginal posterior, on held-out simulations.
+
+    Simulates ``num_datasets`` data sets from the program, samples each one's
+    posterior, and checks q(z_i = k | y) (the mean over draws of the
+    classifier's probabilities given each draw of the continuous latents)
+    against the simulated indicators of every real unit.
+
+    Parameters
+    ----------
+    amortizer : a trained Amortizer with at least one discrete latent
+    num_datasets : int
+    num_samples : int
+        Posterior draws per data set.
+    seed : int
+    bins : int
+    chunk : int
+        Data sets per sampler call (one compiled sampler for all).
+
+    Returns
+    -------
+    dict of indicator → ClassificationCheck
+    """
+    import jax
+
+    from amortize.errors import AmortizeError
+    from amortize.simulate import unpack_factor
+    from amortize.train import simulate_in_chunks
+
+    graph, factorization = amortizer.graph, amortizer.factorization
+    indicators = [f for f in factorization if f.is_classifier]
+    if not indicators:
+        raise AmortizeError("This program has no discrete latent site: there are no indicators to check.")
+    sampler = amortizer._get_sampler(class_probabilities=True)
+    sim_key, draw_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 23))
+    n_chunks = -(-num_datasets // chunk)
+    sim = simulate_in_chunks(sim_key, graph, factorization, n_chunks * chunk, chunk=chunk)
+    marginals: dict[str, list] = {f.name: [] for f in indicators}
+    for i, key in enumerate(jax.random.split(draw_key, n_chunks)):
+        rows = slice(i * chunk, (i + 1) * chunk)
+        _, probabilities = sampler(key, {k: v[rows] for k, v in sim.data.items()},
+                                   {k: v[rows] for k, v in sim.masks.items()}, int(num_samples))
+        for factor in indicators:
+            marginals[factor.name].append(
+                np.asarray(probabilities["indicator_probabilities"][factor.targets[0]]).mean(axis=1))
+    valid = np.asarray(sim.valid)
+    checks = {}
+    for factor in indicators:
+        site = factor.targets[0]
+        truth = np.asarray(unpack_factor(sim.latents[factor.name], factor, graph)[site])
+        marginal = np.concatenate(marginals[factor.name])
+        keep = valid.copy()
+        if factor.path:
+            mask = np.asarray(sim.masks[factor.path[-1]])
+            keep = mask & valid.reshape((-1,) + (1,) * (mask.ndim - 1))
+        keep[num_datasets:] = False
+        checks[site] = check_classification(marginal[keep], truth[keep], [str(k) for k in range(factor.classes)],
+                                            bins)
+    return checks

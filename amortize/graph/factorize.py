@@ -43,6 +43,10 @@ class Factor:
     classes : int or None
         For a classifier factor (one finite discrete latent): its number of
         classes. None for a flow factor.
+    markov : bool
+        A classifier factor along an ordered level (a hidden Markov chain):
+        one joint factor over the whole series of states of each enclosing
+        instance, given the whole series of data, not a product over steps.
     """
 
     name: str
@@ -53,12 +57,19 @@ class Factor:
     parent_factors: tuple[str, ...]
     data_scope: tuple[str, ...]
     classes: int | None = None
+    markov: bool = False
 
     @property
     def is_classifier(self) -> bool:
         return self.classes is not None
 
     def __str__(self) -> str:
+        if self.markov:  # the whole chain of each enclosing instance, given its whole series
+            series = self.path[-1]
+            outer = self.path[:-1]
+            scope = ", ".join(f"{d}[{', '.join(outer)}]" if outer else d for d in self.data_scope)
+            given = ", ".join(list(self.conditioners) + ([scope] if scope else []))
+            return "".join(f"Π_{p} " for p in outer) + f"p({self.targets[0]}[{series}] | {given})"
         scope = ", ".join(
             f"{d}[{', '.join(self.path)}]" if self.path else d for d in self.data_scope
         )
@@ -138,5 +149,5 @@ def factorize(graph: ModelGraph) -> Factorization:
                     name=name, level=level, path=path, targets=(name,),
                     conditioners=tuple(conditioners) + targets,
                     parent_factors=tuple(parent_factors) + own, data_scope=scope,
-                    classes=graph.sites[name].num_classes))
+                    classes=graph.sites[name].num_classes, markov=bool(level and graph.plates[level].ordered)))
     return Factorization(tuple(factors + classifiers))

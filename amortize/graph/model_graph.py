@@ -282,12 +282,15 @@ def _scan_parents(model, ranges, sites: dict, scanned) -> dict:
     # At least four steps and instances: the first steps of a series often
     # follow their own start distribution, which depends on no latent.
     kwargs = {size_argument(p): max(high, 4) for p, (_, high) in ranges.items()}
-    latents = [n for n, s in sites.items() if s.role == "latent"]
+    # Discrete latents have no gradient: they keep the parents NumPyro reports.
+    latents = [n for n, s in sites.items() if s.role == "latent" and not s.is_discrete]
     prior = handlers.trace(handlers.seed(model, 0)).get_trace(**kwargs)
-    data = {n: prior[n]["value"] for n in scanned}
+    data = {n: prior[n]["value"] for n in scanned if n in sites and sites[n].role == "data"}
+    # Latent states along the scan (a Markov indicator) are held at their prior draw.
+    states = {n: prior[n]["value"] for n in scanned if n not in data}
 
     def log_densities(values):
-        run = handlers.trace(handlers.substitute(handlers.seed(model, 1), data=values))
+        run = handlers.trace(handlers.substitute(handlers.seed(model, 1), data={**values, **states}))
         trace = run.get_trace(**kwargs, **data)
         return {n: jnp.sum(trace[n]["fn"].log_prob(trace[n]["value"])) for n in scanned}
 
@@ -435,13 +438,15 @@ def build_graph(
         parent = enclosing[-1] if enclosing else None
         plates[ordered] = Plate(ordered, parent, enclosing + (ordered,), ranges[ordered], ordered=True)
         for name in scanned:
-            if name not in data and not first.sites[name].observed_in_program:
+            markov_indicator = first.sites[name].is_discrete and first.sites[name].has_finite_support
+            if name not in data and not first.sites[name].observed_in_program and not markov_indicator:
                 where = f"into plate `{parent}`" if parent else "to the global level"
                 raise ModelError(
                     f"Latent site `{name}` is inside the scan that forms the ordered level "
                     f"`{ordered}`. amortize infers latents of enclosing levels given a "
-                    f"series, not latent states along it (yet): make `{name}` a data site, "
-                    f"or move it out of the scan {where}."
+                    f"series, and discrete states along it (hidden Markov chains), not "
+                    f"continuous states along it (yet): make `{name}` a data site, or move "
+                    f"it out of the scan {where}."
                 )
     sites: dict[str, Site] = {}
     for name, site in first.sites.items():

@@ -5,7 +5,7 @@ import numpyro.distributions as dist
 import pytest
 
 import amortize as am
-from amortize.graph import build_graph
+from amortize.graph import build_graph, factorize
 from tests.conftest import two_level
 
 SIZES = {"group": (2, 10), "obs": (1, 5)}
@@ -68,14 +68,16 @@ def test_unknown_data_site_is_rejected():
         build_graph(two_level, ["y", "z"], SIZES)
 
 
-def test_discrete_latent_says_mixture_support_is_coming():
+def test_a_finite_discrete_latent_becomes_a_classifier_factor():
     def model(n_obs, y=None):
         z = numpyro.sample("z", dist.Bernoulli(0.5))
         with numpyro.plate("obs", n_obs):
             numpyro.sample("y", dist.Normal(z, 1), obs=y)
 
-    with pytest.raises(am.ModelError, match=r"Latent site `z` \(Bernoulli\w*, at the global level\) is discrete.*coming release"):
-        build_graph(model, ["y"], {"obs": (1, 5)})
+    graph = build_graph(model, ["y"], {"obs": (1, 5)})
+    assert graph.sites["z"].num_classes == 2 and graph.sites["z"].unconstrained_shape == ()
+    factorization = factorize(graph)
+    assert str(factorization) == "p(z | y)" and factorization["z"].is_classifier
 
 
 def test_discrete_latent_with_infinite_support_is_rejected():

@@ -1,0 +1,113 @@
+"""Old Faithful case study: two- and three-component Gaussian mixtures with explicit indicators.
+
+For K = 2 and 3 (:mod:`amortize.models.old_faithful`, on standardized data):
+
+1. trains the amortizer for a wall-clock budget (``fit(time_limit=...)``: set-up
+   and compilation included) over 100–300 eruptions;
+2. samples the posterior of the 272 real eruptions (4000 draws: the weights,
+   means and sds, and every eruption's indicator with its class probabilities)
+   and times 1000 draws;
+3. runs NUTS on the same mixture with the indicators summed out
+   (``marginal_model_for``) and compares the continuous parameters (mean
+   difference in NUTS sds, sd ratio, interval overlap, MMD);
+4. checks the indicators on held-out simulations (accuracy, ECE,
+   reliability curve: :func:`amortize.diagnostics.check_indicators`);
+5. plots the eruptions coloured by their posterior probability of each
+   component, and the marginal posteriors against NUTS.
+
+Writes ``benchmarks/results/old_faithful.json`` and figures in
+``docs/figures/old_faithful/``.
+
+Usage: ``python benchmarks/old_faithful.py [--train-seconds 600] [--components 2 3] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from _case_study import comparison, draw_latencies_ms, figure_folder, print_table, run_nuts, shared_data, write_to
+from _case_study import RESULTS
+
+import amortize as am
+from amortize.diagnostics import check_indicators, plot_calibration, plot_comparison
+from amortize.diagnostics.figures import comparison_figure_data
+from amortize.diagnostics.plots import _save, plt
+from amortize.models import old_faithful
+
+
+def plot_assignments(y, scale, probabilities, path, title):
+    """Eruptions in minutes, each coloured by its posterior probabilities of the components."""
+    minutes = y * scale["sd"] + scale["mean"]
+    k = probabilities.shape[1]
+    colours = np.array(plt.get_cmap("tab10").colors[:k])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    axes[0].scatter(minutes[:, 0], minutes[:, 1], c=probabilities @ colours, s=14, edgecolor="none")
+    axes[0].set_xlabel("eruption duration (min)")
+    axes[0].set_ylabel("waiting time (min)")
+    axes[0].set_title(title, fontsize=9)
+    uncertainty = 1 - probabilities.max(1)
+    axes[1].hist(uncertainty, bins=30, color="0.4")
+    axes[1].set_xlabel("1 − max_k p(z_i = k | y)")
+    axes[1].set_ylabel("eruptions")
+    axes[1].set_title("indicator uncertainty", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--train-seconds", type=float, default=600)
+    parser.add_argument("--components", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    args = parser.parse_args()
+    if args.quick:
+        args.train_seconds = 15
+    figures = figure_folder("old_faithful", args.quick)
+    y, scale = old_faithful.load(shared_data("old_faithful"))
+    results = {"train_seconds": args.train_seconds, "sizes": old_faithful.SIZES, "n": int(len(y))}
+    rows = []
+    for k in args.components:
+        amortizer = am.compile(old_faithful.model_for(k), data=["y"], sizes=old_faithful.SIZES)
+        start = time.perf_counter()
+        history = amortizer.fit(batch_size=64, seed=0, time_limit=args.train_seconds)
+        fit_seconds = time.perf_counter() - start
+        tree = amortizer.sample({"y": y}, num_samples=4000, seed=1)
+        latency = draw_latencies_ms(amortizer, {"y": y}, 1000, repeats=3 if args.quick else 10)
+        reference, nuts_info = run_nuts(old_faithful.marginal_model_for(k), {"y": y}, seed=0,
+                                        num_warmup=200 if args.quick else 1000,
+                                        num_samples=200 if args.quick else 1000)
+        nuts_seconds = nuts_info["seconds"]
+        summary, table = comparison(tree, reference)
+        checks = check_indicators(amortizer, num_datasets=20 if args.quick else 200, num_samples=200, seed=3)
+        check = checks["z"]
+        probabilities = tree.indicator_probabilities["z"].mean(("chain", "draw")).values
+        plot_assignments(y, scale, probabilities, figures / f"k{k}_assignments.png",
+                         f"{k} components: colour = posterior class probabilities")
+        plot_calibration(check, figures / f"k{k}_indicator_calibration.png")
+        plot_comparison(comparison_figure_data(tree, reference, table), path=figures / f"k{k}_marginals.png")
+        results[f"k{k}"] = {
+            "steps": len(history["loss"]), "fit_seconds": fit_seconds, "final_val_loss": float(history["val_loss"][-1]),
+            "nuts": nuts_info, "draw_latency_ms": latency, "comparison": summary,
+            "indicator_check": {"accuracy": check.accuracy, "ece": check.ece.tolist(),
+                                "ece_noise_floor": check.noise_floor.tolist(), "n": check.n},
+            "posterior_means": {name: tree.posterior[name].mean(("chain", "draw")).values.tolist()
+                                for name in ("weights", "mu_duration", "mu_waiting")},
+            "nuts_means": {name: reference.posterior[name].mean(("chain", "draw")).values.tolist()
+                           for name in ("weights", "mu_duration", "mu_waiting")},
+        }
+        worst = max(v["max_abs_mean_diff_sd"] for v in summary.values())
+        worst_sd = max(v["max_abs_sd_ratio_minus_1"] for v in summary.values())
+        rows += [(f"K={k}: training", f"{len(history['loss'])} steps in {fit_seconds:.0f} s"),
+                 (f"K={k}: vs NUTS", f"worst |Δmean| {worst:.2f} NUTS sd, worst |sd ratio − 1| {worst_sd:.2f}"),
+                 (f"K={k}: indicators", f"accuracy {check.accuracy:.3f}, max ECE {check.max_ece:.4f} "
+                                        f"(floor {np.max(check.noise_floor):.4f}) on {check.n} simulated eruptions"),
+                 (f"K={k}: 1000 draws", f"{latency['draws']:.1f} ms (θ and 272 indicators); NUTS {nuts_seconds:.0f} s")]
+    print_table("Old Faithful mixtures", rows)
+    path = write_to(figures / "old_faithful.json" if args.quick else RESULTS / "old_faithful.json", results)
+    print(f"\nwrote {path} and {figures}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Hidden Markov chains along an ordered level: filtering, smoothing and joint draws against forward–backward."""
+
+import numpy as np
+import pytest
+from numpyro import handlers
+
+import amortize as am
+from amortize.models import gaussian_hmm as hmm
+
+SIZES = {"unit": (10, 30)}
+NETWORK = am.NetworkConfig(summary_width=64)
+
+
+@pytest.fixture(scope="module")
+def chain():
+    amortizer = am.compile(hmm.model, data=["y", "count"], sizes=SIZES, network=NETWORK)
+    amortizer.fit(steps=8000, batch_size=64, seed=0, progress=False)
+    return amortizer
+
+
+def _simulated(seed, units):
+    trace = handlers.trace(handlers.seed(hmm.model, seed)).get_trace(n_unit=units)
+    return {"y": np.asarray(trace["y"]["value"]), "count": np.asarray(trace["count"]["value"])}
+
+
+def _exact(data, alpha, mu):
+    """Exact filtered, smoothed and pairwise p(z_t = 1, z_t+1 = 1) marginals given one draw's parameters."""
+    filtered, smoothed, _ = hmm.forward_backward(data["y"], data["count"], alpha, mu)
+    predicted = filtered[:-1] @ alpha
+    pairwise = filtered[:-1, 1] * alpha[1, 1] * smoothed[1:, 1] / predicted[:, 1]
+    return filtered[:, 1], smoothed[:, 1], pairwise
+
+
+def test_the_chain_is_one_markov_factor():
+    amortizer = am.compile(hmm.model, data=["y", "count"], sizes=SIZES)
+    assert str(amortizer.factorization) == "p(alpha, mu | y, count) · p(z[unit] | alpha, mu, y, count)"
+    assert amortizer.factorization["z"].markov
+
+
+def test_filtering_and_smoothing_match_forward_backward(chain):
+    # Given each draw's (alpha, mu), forward–backward gives the exact marginals:
+    # the learned ones must be within 0.03 on average, on chains of several lengths.
+    errors = {"filtered": [], "smoothed": []}
+    for seed, units in [(101, 30), (102, 22), (103, 12)]:
+        data = _simulated(seed, units)
+        tree = chain.sample(data, num_samples=200, seed=seed)
+        alpha = tree.posterior["alpha"].values.reshape(200, 2, 2)
+        mu = tree.posterior["mu"].values.reshape(200, 2)
+        filtered = tree.indicator_filtered_probabilities["z"].values.reshape(200, units, 2)[..., 1]
+        smoothed = tree.indicator_probabilities["z"].values.reshape(200, units, 2)[..., 1]
+        for s in range(0, 200, 5):
+            exact_filtered, exact_smoothed, _ = _exact(data, alpha[s], mu[s])
+            errors["filtered"].append(np.mean(np.abs(filtered[s] - exact_filtered)))
+            errors["smoothed"].append(np.mean(np.abs(smoothed[s] - exact_smoothed)))
+    assert np.mean(errors["filtered"]) < 0.03
+    assert np.mean(errors["smoothed"]) < 0.03
+
+
+def test_joint_draws_follow_the_exact_pairwise_marginals(chain):
+    # Backward sampling draws whole chains: the share of draws with z_t = z_t+1 = 1
+    # must match the mean over draws of the exact pairwise probability (binomial
+    # error of 1000 draws: sd at most 0.016; 4 sds allowed per pair).
+    data = _simulated(7, 25)
+    tree = chain.sample(data, num_samples=1000, seed=3)
+    z = tree.posterior["z"].values.reshape(1000, 25)
+    alpha = tree.posterior["alpha"].values.reshape(1000, 2, 2)
+    mu = tree.posterior["mu"].values.reshape(1000, 2)
+    pairwise = np.mean([_exact(data, alpha[s], mu[s])[2] for s in range(1000)], axis=0)
+    empirical = np.mean((z[:, :-1] == 1) & (z[:, 1:] == 1), axis=0)
+    np.testing.assert_array_less(np.abs(empirical - pairwise), 4 * np.sqrt(0.25 / 1000) + 0.03)
+
+
+def test_output_layout_and_bad_input(chain):
+    data = _simulated(9, 14)
+    tree = chain.sample(data, num_samples=40, seed=0)
+    assert tree.posterior["z"].dims == ("chain", "draw", "unit")
+    assert np.issubdtype(tree.posterior["z"].dtype, np.integer)
+    for group in ("indicator_probabilities", "indicator_filtered_probabilities"):
+        assert tree[group]["z"].dims == ("chain", "draw", "unit", "z_class")
+        np.testing.assert_allclose(tree[group]["z"].sum("z_class"), 1.0, atol=1e-5)
+    # The last step's filtered and smoothed marginals are the same distribution.
+    np.testing.assert_allclose(tree.indicator_filtered_probabilities["z"].isel(unit=-1),
+                               tree.indicator_probabilities["z"].isel(unit=-1), atol=1e-5)
+    with pytest.raises(am.DataError, match="unit"):
+        chain.sample({"y": data["y"], "count": data["count"][:-1]}, num_samples=12)
