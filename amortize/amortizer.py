@@ -19,7 +19,7 @@ from amortize.data import prepare_data
 from amortize.errors import AmortizeError, DataError
 from amortize.graph import Factorization, ModelGraph, build_graph, factorize
 from amortize.infer import gather_instances, make_sampler
-from amortize.train import TrainConfig, chunked_simulator, fit_network, set_standardization
+from amortize.train import TrainConfig, checked_budget, chunked_simulator, fit_network, set_standardization
 
 __all__ = ["Amortizer", "compile"]
 
@@ -120,12 +120,7 @@ class Amortizer:
             kept as ``self.history``.
         """
         started = time.perf_counter()
-        if steps is None and time_limit is None:
-            steps = 5000
-        if (steps is not None and steps < 1) or batch_size < 1:
-            raise ValueError(f"steps and batch_size must be positive; got steps={steps}, batch_size={batch_size}.")
-        if time_limit is not None and not time_limit > 0:
-            raise ValueError(f"time_limit is in seconds and must be positive; got {time_limit}.")
+        steps = checked_budget(steps, batch_size, time_limit)
         config = config or TrainConfig()
         if self.network is None:
             self.init(seed, config.pilot_size)

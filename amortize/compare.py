@@ -31,7 +31,7 @@ from amortize.errors import AmortizeError, ModelError
 from amortize.graph import ModelGraph, build_graph, factorize
 from amortize.networks import MLP
 from amortize.simulate import Simulation, simulate
-from amortize.train import TrainConfig, optimize, set_standardization
+from amortize.train import TrainConfig, checked_budget, optimize, set_standardization
 
 __all__ = ["ModelComparison", "ComparisonNetwork", "ComparisonBatch", "compare"]
 
@@ -253,10 +253,7 @@ class ModelComparison:
             The training history; ``val_accuracy`` is the held-out accuracy.
         """
         started = time.perf_counter()
-        if steps is None and time_limit is None:
-            steps = 5000
-        if (steps is not None and steps < 1) or batch_size < 1:
-            raise ValueError(f"steps and batch_size must be positive; got steps={steps}, batch_size={batch_size}.")
+        steps = checked_budget(steps, batch_size, time_limit)
         config = config or TrainConfig()
         if self.network is None:
             self.init(seed, config.pilot_size)

@@ -41,22 +41,27 @@ def _flatten(tree, prefix=""):
     return out
 
 
-def save_amortizer(amortizer, path) -> None:
-    """Write ``amortizer`` to ``path``; see :func:`load`."""
+def _manifest(kind: str, saved, **extra) -> dict:
+    """What every saved file records: format, versions, data, sizes, network configuration, history."""
     from amortize import __version__
 
-    graph = amortizer.graph
-    manifest = {
-        "format": FORMAT,
+    graph = saved.graph
+    return {
+        "format": kind,
         "version": VERSION,
         "amortize_version": __version__,
+        **extra,
         "data": list(graph.data_names),
         "sizes": {p: list(r.size_range) for p, r in graph.plates.items()},
-        "network_config": amortizer.network_config.to_dict(),
-        "fingerprint": graph.fingerprint(),
-        "history": {k: np.asarray(v).tolist() for k, v in (amortizer.history or {}).items()},
+        "network_config": saved.network_config.to_dict(),
+        "history": {k: np.asarray(v).tolist() for k, v in (saved.history or {}).items()},
     }
-    _write_archive(path, manifest, amortizer.network, graph.model)
+
+
+def save_amortizer(amortizer, path) -> None:
+    """Write ``amortizer`` to ``path``; see :func:`load`."""
+    manifest = _manifest(FORMAT, amortizer, fingerprint=amortizer.graph.fingerprint())
+    _write_archive(path, manifest, amortizer.network, amortizer.graph.model)
 
 
 def _describe_mismatch(saved: dict, current: dict) -> str:
@@ -201,21 +206,9 @@ def load(path, model=None):
 
 def save_comparison(comparison, path) -> None:
     """Write a trained :class:`ModelComparison` to ``path``; :func:`load` reads it back."""
-    from amortize import __version__
-
-    graph = comparison.graph
-    manifest = {
-        "format": COMPARISON_FORMAT,
-        "version": VERSION,
-        "amortize_version": __version__,
-        "models": list(comparison.names),
-        "prior": comparison.prior.tolist(),
-        "data": list(graph.data_names),
-        "sizes": {p: list(r.size_range) for p, r in graph.plates.items()},
-        "network_config": comparison.network_config.to_dict(),
-        "fingerprints": {name: g.fingerprint() for name, g in comparison.graphs.items()},
-        "history": {k: np.asarray(v).tolist() for k, v in (comparison.history or {}).items()},
-    }
+    manifest = _manifest(COMPARISON_FORMAT, comparison, models=list(comparison.names),
+                         prior=comparison.prior.tolist(),
+                         fingerprints={name: g.fingerprint() for name, g in comparison.graphs.items()})
     _write_archive(path, manifest, comparison.network,
                    {name: g.model for name, g in comparison.graphs.items()})
 

@@ -30,7 +30,7 @@ from amortize.errors import TrainingError
 from amortize.graph import Factorization, ModelGraph
 from amortize.simulate import Simulation, simulate
 
-__all__ = ["TrainConfig", "chunked_simulator", "fit_network", "optimize", "simulate_in_chunks", "set_standardization"]
+__all__ = ["TrainConfig", "checked_budget", "chunked_simulator", "fit_network", "optimize", "simulate_in_chunks", "set_standardization"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,6 +124,17 @@ class TrainConfig:
         end = self.end_learning_rate_fraction
         decay = end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * min(max(fraction, 0.0), 1.0)))
         return self.learning_rate * ramp * decay
+
+
+def checked_budget(steps: int | None, batch_size: int, time_limit: float | None) -> int | None:
+    """The step count of a fit call (default 5000 without a time budget), after checking the arguments."""
+    if steps is None and time_limit is None:
+        steps = 5000
+    if (steps is not None and steps < 1) or batch_size < 1:
+        raise ValueError(f"steps and batch_size must be positive; got steps={steps}, batch_size={batch_size}.")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit is in seconds and must be positive; got {time_limit}.")
+    return steps
 
 
 def chunked_simulator(graph: ModelGraph, factorization: Factorization,
