@@ -138,3 +138,11 @@ def test_indicator_check_counts_every_real_unit_and_beats_chance(mixture):
     # Components drawn 3 prior sds apart on average: far better than the majority class (at most ~0.6 here).
     assert check.accuracy > 0.8
     assert np.all((check.ece >= 0) & (check.ece < 0.1))
+
+
+def test_validation_report_runs_on_a_mixture(mixture, tmp_path):
+    y = np.random.default_rng(8).normal(np.where(np.arange(30) < 12, -1.5, 1.5), 0.6)
+    report = mixture.validate(tmp_path, data={"y": y}, num_datasets=20, sbc_draws=50, num_samples=400)
+    names = set(report.calibration.parameters)
+    assert {"w", "mu[0]", "mu[1]", "sigma"} <= names and not any(n.startswith("z") for n in names)
+    assert (tmp_path / "report.md").exists() and (tmp_path / "ppc.png").exists()
