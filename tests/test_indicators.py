@@ -146,3 +146,29 @@ def test_validation_report_runs_on_a_mixture(mixture, tmp_path):
     names = set(report.calibration.parameters)
     assert {"w", "mu[0]", "mu[1]", "sigma"} <= names and not any(n.startswith("z") for n in names)
     assert (tmp_path / "report.md").exists() and (tmp_path / "ppc.png").exists()
+
+
+def _grouped_mixture(n_group, n_obs, y=None):
+    from amortize.models._ordered import OrderedNormal
+
+    w = numpyro.sample("w", dist.Beta(2.0, 2.0))
+    mu = numpyro.sample("mu", OrderedNormal(jnp.array([-1.5, 1.5]), 1.0))
+    with numpyro.plate("group", n_group, dim=-2):
+        shift = numpyro.sample("shift", dist.Normal(0.0, 0.5))
+        with numpyro.plate("obs", n_obs, dim=-1):
+            z = numpyro.sample("z", dist.Bernoulli(w))
+            numpyro.sample("y", dist.Normal(mu[z] + shift, 0.5), obs=y)
+
+
+def test_indicators_within_groups_compose_with_the_multilevel_factorization():
+    amortizer = am.compile(_grouped_mixture, data=["y"], sizes={"group": (2, 6), "obs": (3, 8)},
+                           network=am.NetworkConfig(summary_width=16, embed_dim=8, pooled_dim=8, flow_hidden=16))
+    assert str(amortizer.factorization) == (
+        "p(w, mu | y) · Π_group p(shift | w, mu, y[group]) · Π_group Π_obs p(z | w, mu, shift, y[group, obs])")
+    amortizer.fit(steps=30, batch_size=16, seed=0, progress=False)
+    ragged = [np.array([-1.2, 1.4, 1.1]), np.array([0.2, -1.9, 1.7, 1.5, -1.4])]
+    tree = amortizer.sample({"y": ragged}, num_samples=40, seed=1)
+    assert tree.posterior["z"].dims == ("chain", "draw", "obs") and tree.posterior["z"].sizes["obs"] == 8
+    assert list(tree.posterior["group_of_obs"].values) == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert tree.indicator_probabilities["z"].dims == ("chain", "draw", "obs", "z_class")
+    assert tree.posterior["shift"].dims == ("chain", "draw", "group")
