@@ -52,14 +52,14 @@ class Amortizer:
         self._chunked_simulator = None
 
     def __repr__(self) -> str:
-        sizes = ", ".join(f"{p}: {r.size_range}" for p, r in self.graph.plates.items())
+        sizes = ", ".join(f"{p}: {r}" for p, r in self.graph.size_ranges.items())
         status = "trained" if self.network is not None else "untrained"
         return f"Amortizer({self.factorization}; sizes {{{sizes}}}; {status})"
 
     @property
     def sizes(self) -> dict[str, tuple[int, int]]:
         """Training range of every plate."""
-        return {p: r.size_range for p, r in self.graph.plates.items()}
+        return self.graph.size_ranges
 
     def init(self, seed: int = 0, pilot_size: int = 1024) -> "Amortizer":
         """Create fresh networks and set their standardization from pilot simulations.

@@ -31,7 +31,7 @@ from amortize.errors import AmortizeError, ModelError
 from amortize.graph import ModelGraph, build_graph, factorize
 from amortize.networks import MLP
 from amortize.simulate import Simulation, simulate
-from amortize.train import TrainConfig, checked_budget, optimize, set_standardization
+from amortize.train import TrainConfig, checked_budget, in_chunks, optimize, set_standardization, valid_mean
 
 __all__ = ["ModelComparison", "ComparisonNetwork", "ComparisonBatch", "compare"]
 
@@ -103,10 +103,8 @@ def _cross_entropy(net: ComparisonNetwork, spec: NetworkSpec, batch: ComparisonB
     """Mean over valid simulations of -log q(true model | data), and the accuracy."""
     log_q = jax.nn.log_softmax(model_logits(net, spec, batch.data, batch.masks))
     nll = -jnp.take_along_axis(log_q, batch.model_index[:, None], axis=1)[:, 0]
-    count = jnp.maximum(jnp.sum(batch.valid.astype(jnp.float32)), 1.0)
-    correct = jnp.argmax(log_q, axis=1) == batch.model_index
-    return (jnp.sum(jnp.where(batch.valid, nll, 0.0)) / count,
-            {"accuracy": jnp.sum(jnp.where(batch.valid, correct, False)) / count})
+    correct = (jnp.argmax(log_q, axis=1) == batch.model_index).astype(jnp.float32)
+    return valid_mean(nll, batch.valid), {"accuracy": valid_mean(correct, batch.valid)}
 
 
 def _check_compatible(graphs: Mapping[str, ModelGraph]) -> None:
@@ -193,7 +191,7 @@ class ModelComparison:
     @property
     def sizes(self) -> dict[str, tuple[int, int]]:
         """Training range of every plate."""
-        return {p: r.size_range for p, r in self.graph.plates.items()}
+        return self.graph.size_ranges
 
     def __repr__(self) -> str:
         status = "trained" if self.network is not None else "untrained"
@@ -209,12 +207,9 @@ class ModelComparison:
 
         One compiled function simulates 512 at a time, whatever ``num_datasets``.
         """
-        chunk = 512
         if self._host_simulator is None:
-            self._host_simulator = jax.jit(lambda k: self._simulate_batch(k, chunk))
-        keys = jax.random.split(jax.random.key(seed), -(-int(num_datasets) // chunk))
-        parts = [jax.device_get(self._host_simulator(k)) for k in keys]
-        return jax.tree.map(lambda *xs: np.concatenate(xs)[:num_datasets], *parts)
+            self._host_simulator = in_chunks(self._simulate_batch, 512)
+        return self._host_simulator(jax.random.key(seed), int(num_datasets))
 
     def init(self, seed: int = 0, pilot_size: int = 1024) -> "ModelComparison":
         """Fresh networks, with data standardization set from pilot simulations of all models.
@@ -272,13 +267,15 @@ class ModelComparison:
         if self.network is None:
             raise AmortizeError("This model comparison is not trained yet; call `comparison.fit(...)` first.")
 
-    def probabilities(self, data: Mapping[str, Any], masks: Mapping[str, Any]) -> np.ndarray:
-        """Posterior model probabilities ``(B, models)`` of padded data sets.
+    def probabilities(self, data: Mapping[str, Any], masks: Mapping[str, Any], chunk: int = 512) -> np.ndarray:
+        """Posterior model probabilities ``(B, models)`` of padded data sets, ``chunk`` at a time.
 
         Parameters
         ----------
         data : dict of site → ``(B, *plates, features)`` (as in :class:`ComparisonBatch`)
         masks : dict of plate → ``(B, *plates)`` bool
+        chunk : int
+            Data sets per network call (bounds the memory of large batches).
         """
         self._require_trained()
         if self._predictor is None:
@@ -290,7 +287,11 @@ class ModelComparison:
                 return jax.nn.softmax(model_logits(nnx.merge(graphdef, state), spec, data, masks), axis=-1)
 
             self._predictor = lambda data, masks: predict(state, data, masks)
-        return np.asarray(self._predictor(dict(data), dict(masks)), np.float64)
+        size = len(next(iter(masks.values())))
+        return np.concatenate([
+            np.asarray(self._predictor({k: v[i:i + chunk] for k, v in data.items()},
+                                       {k: v[i:i + chunk] for k, v in masks.items()}), np.float64)
+            for i in range(0, size, chunk)])
 
     def _prepare(self, data, index, coords):
         prepared = prepare_data(self.graph, data, index=index, coords=coords, pad_to=self.graph.max_sizes())
@@ -337,10 +338,7 @@ class ModelComparison:
 
         data = {n: stacked(0, n) for n in prepared[0][0]}
         masks = {n: stacked(1, n) for n in prepared[0][1]}
-        out = [self.probabilities({k: v[i:i + chunk] for k, v in data.items()},
-                                  {k: v[i:i + chunk] for k, v in masks.items()})
-               for i in range(0, len(prepared), chunk)]
-        return np.concatenate(out)
+        return self.probabilities(data, masks, chunk)
 
     def validate(self, num_datasets: int = 5000, seed: int = 12345, *, path=None, bins: int = 10):
         """Accuracy, calibration (ECE) and confusion on held-out simulations; plots with ``path``.
@@ -366,10 +364,7 @@ class ModelComparison:
         self._require_trained()
         batch = self.simulate(num_datasets, seed)
         valid = np.asarray(batch.valid)
-        probabilities = np.concatenate([
-            self.probabilities({k: v[i:i + 512] for k, v in batch.data.items()},
-                               {k: v[i:i + 512] for k, v in batch.masks.items()})
-            for i in range(0, num_datasets, 512)])
+        probabilities = self.probabilities(batch.data, batch.masks)
         check = check_classification(probabilities[valid], np.asarray(batch.model_index)[valid],
                                      self.names, bins)
         if path is not None:

@@ -46,7 +46,7 @@ def to_datatree(
     num_chains: int,
     attrs: dict | None = None,
     groups: dict[str, dict[str, np.ndarray]] | None = None,
-    class_probabilities: dict[str, np.ndarray] | None = None,
+    class_probabilities: dict[str, dict[str, np.ndarray]] | None = None,
 ):
     """Posterior draws and observed data → ``xarray.DataTree`` (InferenceData schema).
 
@@ -81,8 +81,7 @@ def to_datatree(
     posterior, dims = {}, {}
     for name, value in draws.items():
         site = graph.sites[name]
-        shaped = value.reshape((num_chains, value.shape[0] // num_chains) + value.shape[1:])
-        posterior[name] = shaped
+        posterior[name] = _in_chains(value, num_chains)
         dims[name] = _dims(name, site, len(site.event_shape))
     observed = {}
     for name in graph.data_names:
@@ -93,8 +92,7 @@ def to_datatree(
     for group, variables in (groups or {}).items():
         contents[group] = {}
         for name, value in variables.items():
-            value = np.asarray(value)
-            contents[group][name] = value.reshape((num_chains, value.shape[0] // num_chains) + value.shape[1:])
+            contents[group][name] = _in_chains(value, num_chains)
     coords = {plate: prepared.labels[plate] for plate in graph.plates}
     tree = az.from_dict(
         contents,
@@ -117,15 +115,20 @@ def to_datatree(
     return tree
 
 
+def _in_chains(value, num_chains: int) -> np.ndarray:
+    """``(S, ...)`` iid draws → ``(num_chains, S // num_chains, ...)``."""
+    value = np.asarray(value)
+    return value.reshape((num_chains, value.shape[0] // num_chains) + value.shape[1:])
+
+
 def _class_probability_group(probabilities: dict, graph: ModelGraph, prepared: PreparedData,
                              num_chains: int, attrs: dict | None) -> xr.DataTree:
     variables, coords = {}, {}
     for name, value in probabilities.items():
         site = graph.sites[name]
-        value = np.asarray(value)
         dims = ["chain", "draw"] + _dims(name, site, 0) + [f"{name}_class"]
-        variables[name] = (dims, value.reshape((num_chains, value.shape[0] // num_chains) + value.shape[1:]))
-        coords[f"{name}_class"] = np.arange(value.shape[-1])
+        variables[name] = (dims, _in_chains(value, num_chains))
+        coords[f"{name}_class"] = np.arange(np.shape(value)[-1])
         if site.path:
             coords[site.path[-1]] = prepared.labels[site.path[-1]]
     dataset = xr.Dataset(variables, coords=coords,

@@ -52,7 +52,7 @@ def _manifest(kind: str, saved, **extra) -> dict:
         "amortize_version": __version__,
         **extra,
         "data": list(graph.data_names),
-        "sizes": {p: list(r.size_range) for p, r in graph.plates.items()},
+        "sizes": {p: list(r) for p, r in graph.size_ranges.items()},
         "network_config": saved.network_config.to_dict(),
         "history": {k: np.asarray(v).tolist() for k, v in (saved.history or {}).items()},
     }
@@ -90,7 +90,8 @@ def _write_archive(path, manifest: dict, network, programs) -> None:
 def _fill_weights(network, weights_bytes: bytes, path: Path) -> None:
     """Replace ``network``'s variables by the saved ones, checking names and shapes."""
     state = nnx.state(network)
-    expected = _flatten(nnx.to_pure_dict(state))
+    pure = nnx.to_pure_dict(state)
+    expected = _flatten(pure)
     try:
         with np.load(io.BytesIO(weights_bytes)) as stored:
             saved = {k: stored[k] for k in stored.files}
@@ -101,7 +102,6 @@ def _fill_weights(network, weights_bytes: bytes, path: Path) -> None:
             f"The weights in {path} do not fit the networks of this program and configuration; "
             f"the file was written by an incompatible version of amortize."
         )
-    pure = nnx.to_pure_dict(state)
 
     def fill(tree, prefix=""):
         for key, value in tree.items():

@@ -17,7 +17,7 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,8 @@ from amortize.errors import TrainingError
 from amortize.graph import Factorization, ModelGraph
 from amortize.simulate import Simulation, simulate
 
-__all__ = ["TrainConfig", "checked_budget", "chunked_simulator", "fit_network", "optimize", "simulate_in_chunks", "set_standardization"]
+__all__ = ["TrainConfig", "checked_budget", "chunked_simulator", "fit_network", "in_chunks", "optimize",
+           "simulate_in_chunks", "set_standardization", "valid_mean"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,21 +138,35 @@ def checked_budget(steps: int | None, batch_size: int, time_limit: float | None)
     return steps
 
 
-def chunked_simulator(graph: ModelGraph, factorization: Factorization,
-                      chunk: int = 512) -> Callable[[jax.Array, int], Simulation]:
-    """``(key, n) -> Simulation`` of ``n`` data sets, ``chunk`` at a time, on the host.
+def in_chunks(simulate_batch: Callable[[jax.Array, int], Any], chunk: int = 512) -> Callable[[jax.Array, int], Any]:
+    """``(key, n) -> batch`` of ``n`` simulations on the host, ``chunk`` at a time.
 
-    One compiled function serves every ``n``: keep the returned callable to
-    simulate again without compiling again (pilot, validation and budget
-    simulations of one amortizer share it).
+    ``simulate_batch(key, batch_size)`` is pure; one compiled call of it at
+    ``chunk`` serves every ``n``: keep the returned callable to simulate again
+    without compiling again.
     """
-    step = jax.jit(lambda k: simulate(k, graph, factorization, chunk))
+    step = jax.jit(lambda k: simulate_batch(k, chunk))
 
-    def run(key: jax.Array, n: int) -> Simulation:
+    def run(key: jax.Array, n: int):
         parts = [jax.device_get(step(k)) for k in jax.random.split(key, math.ceil(n / chunk))]
         return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *parts)
 
     return run
+
+
+def chunked_simulator(graph: ModelGraph, factorization: Factorization,
+                      chunk: int = 512) -> Callable[[jax.Array, int], Simulation]:
+    """``(key, n) -> Simulation`` of ``n`` data sets of the program, ``chunk`` at a time, on the host.
+
+    Pilot, validation and budget simulations of one amortizer share it (see :func:`in_chunks`).
+    """
+    return in_chunks(lambda k, n: simulate(k, graph, factorization, n), chunk)
+
+
+def valid_mean(values: jax.Array, valid: jax.Array) -> jax.Array:
+    """Mean of ``values (B,)`` over the simulations flagged ``valid (B,)`` (0 if none is)."""
+    count = jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
+    return jnp.sum(jnp.where(valid, values, 0.0)) / count
 
 
 def simulate_in_chunks(key, graph: ModelGraph, factorization: Factorization, n: int,
@@ -202,12 +217,8 @@ def _negative_log_posterior(net: AmortizerNetwork, spec: NetworkSpec, sim: Simul
     """Mean over valid simulations of -log q(latents | data), in total and per factor."""
     per_factor = log_prob(net, spec, sim.latents, sim.data, sim.masks)
     total = sum(per_factor.values())
-    count = jnp.maximum(jnp.sum(sim.valid.astype(jnp.float32)), 1.0)
-
-    def mean(values):
-        return -jnp.sum(jnp.where(sim.valid, values, 0.0)) / count
-
-    return mean(total), {f"loss_{name}": mean(values) for name, values in per_factor.items()}
+    return -valid_mean(total, sim.valid), {f"loss_{name}": -valid_mean(values, sim.valid)
+                                           for name, values in per_factor.items()}
 
 
 def _all_finite(tree) -> jax.Array:

@@ -27,8 +27,8 @@ import argparse
 import time
 
 import numpy as np
-from _case_study import comparison, draw_latencies_ms, figure_folder, print_table, run_nuts, shared_data, write_to
-from _case_study import RESULTS
+from _case_study import (RESULTS, comparison, draw_latencies_ms, figure_folder, print_table, run_nuts, shared_data,
+                         write_to)
 
 import amortize as am
 from amortize.diagnostics import check_indicators, plot_calibration, plot_comparison

@@ -107,7 +107,7 @@ def pooling_factors(tree, model) -> xr.Dataset:
         The program has no local latent site.
     """
     graph = _graph(model, tree)
-    local = tuple(n for n in graph.latent_names if graph.sites[n].path and not graph.sites[n].is_discrete)
+    local = graph.local_continuous_latents
     if not local:
         raise AmortizeError("Pooling factors need a local latent site (one inside a plate); this program has none.")
     padded = from_datatree(tree, graph)

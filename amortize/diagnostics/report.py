@@ -145,9 +145,7 @@ def validate(amortizer, path, *, data: Mapping[str, Any] | None = None, index=No
                    "\n".join(f"- `{n}`: {d['coverage_50']:.0%} of observations in the central 50% interval, "
                              f"{d['coverage_90']:.0%} in the 90% interval" for n, d in series["sites"].items()),
                    "\n![series](series.png)\n"]
-        # Pooling factors are for continuous local latents; indicators have none.
-        has_local = any(amortizer.graph.sites[n].path and not amortizer.graph.sites[n].is_discrete
-                        for n in amortizer.graph.latent_names)
+        has_local = bool(amortizer.graph.local_continuous_latents)
         reference_pooling = None
         if reference is not None:
             from amortize.reference.compare import compare_posteriors, summarize_comparison

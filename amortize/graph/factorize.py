@@ -64,18 +64,14 @@ class Factor:
         return self.classes is not None
 
     def __str__(self) -> str:
-        if self.markov:  # the whole chain of each enclosing instance, given its whole series
-            series = self.path[-1]
-            outer = self.path[:-1]
-            scope = ", ".join(f"{d}[{', '.join(outer)}]" if outer else d for d in self.data_scope)
-            given = ", ".join(list(self.conditioners) + ([scope] if scope else []))
-            return "".join(f"Π_{p} " for p in outer) + f"p({self.targets[0]}[{series}] | {given})"
-        scope = ", ".join(
-            f"{d}[{', '.join(self.path)}]" if self.path else d for d in self.data_scope
-        )
+        # A Markov factor is one chain per enclosing instance, given that instance's whole
+        # series: its own level indexes the target instead of forming a product.
+        plates = self.path[:-1] if self.markov else self.path
+        targets = f"{self.targets[0]}[{self.path[-1]}]" if self.markov else ", ".join(self.targets)
+        scope = ", ".join(f"{d}[{', '.join(plates)}]" if plates else d for d in self.data_scope)
         given = ", ".join(list(self.conditioners) + ([scope] if scope else []))
-        body = f"p({', '.join(self.targets)} | {given})" if given else f"p({', '.join(self.targets)})"
-        return "".join(f"Π_{p} " for p in self.path) + body
+        body = f"p({targets} | {given})" if given else f"p({targets})"
+        return "".join(f"Π_{p} " for p in plates) + body
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,16 @@ class ModelGraph:
         )
 
     @property
+    def local_continuous_latents(self) -> tuple[str, ...]:
+        """Continuous latent sites inside a plate: those with pooling factors (indicators have none)."""
+        return tuple(n for n, s in self.sites.items() if s.role == "latent" and s.path and not s.is_discrete)
+
+    @property
+    def size_ranges(self) -> dict[str, tuple[int, int]]:
+        """Training range ``(min, max)`` of every plate's size."""
+        return {name: p.size_range for name, p in self.plates.items()}
+
+    @property
     def ordered_level(self) -> Plate | None:
         """The ordered (time) level a ``scan`` forms, or None (at most one per program)."""
         return next((p for p in self.plates.values() if p.ordered), None)

@@ -11,6 +11,11 @@ from amortize.networks.mlp import MLP
 __all__ = ["ConditionalClassifier", "SequenceClassifier"]
 
 
+def _concatenated(parts: list, lead: tuple[int, ...]) -> jax.Array:
+    """Context parts broadcast to ``(*lead, ·)`` and joined along the last axis."""
+    return jnp.concatenate([jnp.broadcast_to(p, lead + p.shape[-1:]) for p in parts], axis=-1)
+
+
 class ConditionalClassifier(nnx.Module):
     """Logits of ``classes`` classes given a context (Kucharský & Bürkner 2025).
 
@@ -41,8 +46,7 @@ class ConditionalClassifier(nnx.Module):
 
     def logits(self, context: list) -> jax.Array:
         lead = jnp.broadcast_shapes(*(part.shape[:-1] for part in context))
-        inputs = jnp.concatenate([jnp.broadcast_to(p, lead + p.shape[-1:]) for p in context], axis=-1)
-        return self.network(inputs)
+        return self.network(_concatenated(context, lead))
 
     def log_prob(self, index: jax.Array, context: list) -> jax.Array:
         """log q(index | context): ``index (..., )`` integer classes → ``(...)``."""
@@ -92,13 +96,11 @@ class SequenceClassifier(nnx.Module):
         broadcasting to a common ``(*lead, T, ·)``.
         """
         lead = jnp.broadcast_shapes(*(part.shape[:-1] for part in context), mask.shape)
-        steps = jnp.concatenate([jnp.broadcast_to(p, lead + p.shape[-1:]) for p in context], axis=-1)
-        emission = self.emission(steps)
-        if len(context) > 1:
-            theta = jnp.concatenate([jnp.broadcast_to(p, lead[:-1] + (1,) + p.shape[-1:])[..., 0, :]
-                                     for p in context[1:]], axis=-1)
+        emission = self.emission(_concatenated(context, lead))
+        if len(context) > 1:  # θ parts carry a singleton step axis
+            theta = _concatenated(context[1:], lead[:-1] + (1,))[..., 0, :]
         else:
-            theta = jnp.zeros(lead[:-1] + (1,), steps.dtype)
+            theta = jnp.zeros(lead[:-1] + (1,), emission.dtype)
         initial = jax.nn.log_softmax(self.initial(theta), axis=-1)
         transition = self.transition(theta).reshape(lead[:-1] + (self.classes, self.classes))
         return initial, emission, transition, jnp.broadcast_to(mask, lead)
