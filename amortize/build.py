@@ -71,6 +71,13 @@ class NetworkConfig:
         suits first-order (Markov) series such as an AR(1) response, whose
         likelihood is a product over consecutive pairs; an AR(p) response
         needs at least p + 1.
+    extremes : bool
+        Summaries also pool extremes: the maximum of the instance embeddings
+        and the minimum and maximum of each raw input feature (off by
+        default). Turn it on when a parameter bounds the data, e.g. a
+        diffusion model's non-decision time, which lies below every response
+        time of its group: a mean-pooled summary can only approximate a
+        minimum.
     local_flow, local_flow_hidden, local_flow_depth : optional
         Kind, width and depth of the flows of local factors (those inside a
         plate), when they should differ from the global ones (default: the
@@ -92,6 +99,7 @@ class NetworkConfig:
     spline_bound: float = 5.0
     activation: str = "silu"
     ordered_window: int = 2
+    extremes: bool = False
     local_flow: str | None = None
     local_flow_hidden: int | None = None
     local_flow_depth: int | None = None
@@ -290,7 +298,7 @@ def summary_networks(spec: NetworkSpec, *, rngs: nnx.Rngs) -> tuple[nnx.Dict, ML
         summaries[level.name] = LevelSummary(
             in_features, embed_dim=c.embed_dim, out_dim=c.pooled_dim, width=c.summary_width,
             depth=c.summary_depth, kind=c.summary, heads=c.attention_heads,
-            max_size=level.max_size, data_features=level.data_features, **common)
+            max_size=level.max_size, data_features=level.data_features, extremes=c.extremes, **common)
     root_in = sum(f for _, f in spec.root_data) + sum(summaries[p].out_features for p in spec.top_plates)
     root = MLP((max(root_in, 1), *(c.summary_width,) * c.summary_depth, c.embed_dim), **common)
     return nnx.Dict({level.name: summaries[level.name] for level in spec.levels}), root

@@ -156,7 +156,8 @@ def prepare_data(
     ------
     DataError
         Unknown or missing site, shapes that do not fit the plates, sites that
-        disagree on a plate's size, NaN or inf values.
+        disagree on a plate's size, NaN or inf values, values outside the
+        support of the site's distribution (when it does not depend on latents).
 
     Warns
     -----
@@ -284,8 +285,9 @@ def prepare_data(
                 f"Data for site `{name}` contains NaN or inf{where}. Remove or impute those "
                 f"values; missing observations can be left out of a ragged group instead."
             )
-        out_data[name] = array.astype(np.float32)[None]
         values[name] = rows.reshape((rows.shape[0],) + tuple(site.event_shape))
+        _check_support(site, values[name], instances[site.path[-1]] if site.path else None)
+        out_data[name] = array.astype(np.float32)[None]
 
     labels, parent_labels = {}, {}
     coords = dict(coords or {})
@@ -310,6 +312,27 @@ def prepare_data(
         else:
             parent_labels[plate] = None
     return PreparedData(out_data, masks, instances, labels, parent_labels, values)
+
+
+def _check_support(site, values: np.ndarray, positions) -> None:
+    """DataError when observed ``values (instances, *event_shape)`` lie outside the site's support."""
+    if site.support is None:  # the support depends on latent values; the program's density decides
+        return
+    try:
+        inside = np.asarray(site.support(values.astype(np.float32)), bool)
+    except Exception:  # a constraint that cannot be evaluated outside a model: nothing to check
+        return
+    if inside.all():
+        return
+    inside = np.broadcast_to(inside, values.shape[:1])
+    bad = int(np.argmin(inside))
+    where = ""
+    if positions is not None:
+        where = f" (e.g. instance {tuple(int(i) for i in positions[bad])} of {', '.join(site.path)})"
+    raise DataError(
+        f"Data for site `{site.name}` has {int((~inside).sum())} value(s) outside the support of its "
+        f"distribution, {site.support!r}{where}: e.g. {np.round(values[bad], 6).tolist()}. Such data have zero density "
+        f"under the program; fix or remove them.")
 
 
 def _all_counts(counts):

@@ -93,12 +93,12 @@ def run_nuts(model, data, *, seed=0, **kwargs):
                   "warnings": [str(w.message) for w in caught if issubclass(w.category, ReferenceWarning)]}
 
 
-def timed_logo(amortizer, data, **kwargs):
-    """Leave-one-group-out CV with the amortizer (4000 draws), and its summary with the wall time."""
+def timed_logo(amortizer, data, num_samples: int = 4000, **kwargs):
+    """Leave-one-group-out CV with the amortizer, and its summary with the wall time."""
     from amortize.diagnostics import logo
 
     start = time.perf_counter()
-    elpd = logo(amortizer, data, num_samples=4000, **kwargs)
+    elpd = logo(amortizer, data, num_samples=num_samples, **kwargs)
     return elpd, {"seconds": time.perf_counter() - start, "elpd": elpd.elpd, "se": elpd.se, "p": elpd.p,
                   "warning": elpd.warning}
 

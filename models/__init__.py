@@ -17,4 +17,14 @@ ordinary NumPyro models: run them with NUTS, Predictive or SVI as well.
   Minnesota data.
 * :mod:`amortize.models.air_traffic` — the multilevel paper's AR(1) panel with
   two covariates: years are an ordered level, written as a NumPyro ``scan``.
+* :mod:`amortize.models.gaussian_mixture`, :mod:`amortize.models.old_faithful`
+  — Gaussian mixtures with explicit indicators (classifier factors).
+* :mod:`amortize.models.gaussian_hmm` — the mixture paper's Gaussian hidden
+  Markov model (Markov indicators) with its exact forward–backward filter.
+* :mod:`amortize.models.hierarchical_comparison` — two-level models to compare
+  (pooled vs hierarchical with closed-form evidence; normal vs Student-t noise).
+* :mod:`amortize.models.ddm` — hierarchical diffusion decision models (shared
+  or subject-level bias) with the :class:`~amortize.models.ddm.DDM`
+  distribution (exact sampler, Wiener first-passage-time density) and a
+  loader for Wagenmakers et al. (2008).
 """

@@ -10,7 +10,11 @@ A level's summary network has two parts (Zaheer et al. 2017; Lee et al. 2019):
   instance into one vector (masked mean and scaled sum for ``"deepset"``,
   masked attention for ``"set_transformer"``), appends the mean and standard
   deviation of the raw inputs, the correlations between the level's own data
-  features and the instance count, and maps it through ρ.
+  features and the instance count, and maps it through ρ. With ``extremes``
+  it also pools the maximum of the embeddings and the minimum and maximum of
+  the raw inputs: statistics a mean cannot approximate, which parameters that
+  bound the data depend on (a diffusion model's non-decision time lies below
+  every response time).
 
 Weights are shared over all instances, so the network does not depend on how
 many there are.
@@ -24,7 +28,7 @@ from flax import nnx
 
 from amortize.networks.mlp import ACTIVATIONS, KERNEL_INIT, MLP
 
-__all__ = ["LevelSummary", "masked_mean", "masked_sd", "masked_correlations", "count_features"]
+__all__ = ["LevelSummary", "masked_mean", "masked_sd", "masked_correlations", "masked_extremes", "count_features"]
 
 _NEG = -1e9
 
@@ -74,6 +78,15 @@ def _correlations(centred: jax.Array, variance: jax.Array, mask: jax.Array) -> j
     rows, cols = jnp.triu_indices(centred.shape[-1], 1)
     covariance = masked_mean(centred[..., rows] * centred[..., cols], mask)
     return covariance * jax.lax.rsqrt((variance[..., rows] + 1e-3) * (variance[..., cols] + 1e-3))
+
+
+def masked_extremes(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Minimum and maximum ``(..., f)`` of ``x (..., n, f)`` over ``n`` where ``mask (..., n)``; zero for empty sets."""
+    keep = mask[..., None]
+    nonempty = jnp.any(keep, axis=-2)
+    low = jnp.min(jnp.where(keep, x, jnp.inf), axis=-2)
+    high = jnp.max(jnp.where(keep, x, -jnp.inf), axis=-2)
+    return jnp.where(nonempty, low, 0.0), jnp.where(nonempty, high, 0.0)
 
 
 #: Levels with more own data features than this pass no correlations (their number grows as f²).
@@ -136,20 +149,24 @@ class LevelSummary(nnx.Module):
     max_size : int
         Largest trained number of instances; sums are divided by it so that
         they stay of order one within the trained range.
+    extremes : bool
+        Also pool the maximum of the embeddings (deepset) and pass the
+        minimum and maximum of the raw inputs next to their moments.
     """
 
     def __init__(self, in_features: int, *, embed_dim: int, out_dim: int, width: int,
                  depth: int, kind: str, heads: int, activation: str, max_size: int, rngs: nnx.Rngs,
-                 data_features: int = 0):
+                 data_features: int = 0, extremes: bool = False):
         hidden = (width,) * depth
         self.kind = kind
+        self.extremes = extremes
         correlated = data_features if 2 <= data_features <= MAX_CORRELATED_FEATURES else 0
         self.correlated = correlated
-        n_moments = 2 * max(in_features, 1) + correlated * (correlated - 1) // 2
+        n_moments = (4 if extremes else 2) * max(in_features, 1) + correlated * (correlated - 1) // 2
         self.max_size = max_size
         self.encoder = MLP((max(in_features, 1), *hidden, embed_dim), activation=activation, rngs=rngs)
         if kind == "deepset":
-            pooled_width = 2 * embed_dim
+            pooled_width = (3 if extremes else 2) * embed_dim
         elif kind == "set_transformer":
             pooled_width = width
             self.inner = nnx.Linear(embed_dim, width, kernel_init=KERNEL_INIT, rngs=rngs)
@@ -194,7 +211,10 @@ class LevelSummary(nnx.Module):
             # (precisions add up), which a mean and a count give only through a
             # product the network would have to learn.
             total = jnp.sum(features * mask[..., None], axis=-2) / self.max_size
-            pooled = jnp.concatenate([masked_mean(features, mask), total], axis=-1)
+            pooled = [masked_mean(features, mask), total]
+            if self.extremes:
+                pooled.append(masked_extremes(features, mask)[1])
+            pooled = jnp.concatenate(pooled, axis=-1)
         else:
             h = self.inner(embeddings)
             lead = h.shape[:-2]
@@ -213,6 +233,8 @@ class LevelSummary(nnx.Module):
         if self.correlated:
             c = self.correlated
             moments.append(_correlations(centred[..., :c], variance[..., :c], mask))
+        if self.extremes:
+            moments.extend(masked_extremes(raw, mask))
         summary = self.outer(jnp.concatenate([pooled, *moments, count_features(mask)], axis=-1))
         # The raw moments also bypass ρ on the way up: a parent level sees, e.g.,
         # each group's exact sample mean and sd, whatever ρ learned to keep

@@ -42,7 +42,7 @@ def nuts(model: Callable, data: Mapping[str, Any], *, index: Mapping[str, Any] |
          coords: Mapping[str, Any] | None = None, num_warmup: int = 1000, num_samples: int = 1000,
          num_chains: int = 4, seed: int = 0, target_accept_prob: float = 0.8,
          max_tree_depth: int = 10, chain_method: str = "vectorized", reparam: str | Mapping | None = None,
-         progress: bool = False):
+         init_strategy: Callable | None = None, progress: bool = False):
     """Sample the posterior of ``model`` given ``data`` with NumPyro's NUTS.
 
     Parameters
@@ -66,6 +66,12 @@ def nuts(model: Callable, data: Mapping[str, Any], *, index: Mapping[str, Any] |
         which removes the funnel a small group-level scale gives the centered
         program. The posterior returned is still
         that of the program's own sites.
+    init_strategy : callable, optional
+        A NumPyro init strategy (default ``init_to_median(num_samples=15)``).
+        Programs whose density is zero at prior medians need one, e.g. a
+        diffusion model whose non-decision time must start below every
+        subject's fastest response (``init_to_value(values={"ndt": ...})``,
+        with the shape of the site in the program: ``(subjects, 1)``).
     progress : bool
 
     Returns
@@ -92,7 +98,7 @@ def nuts(model: Callable, data: Mapping[str, Any], *, index: Mapping[str, Any] |
         config = _noncentered(graph, padded) if reparam == "noncentered" else dict(reparam)
         program = handlers.reparam(program, config=config)
     kernel = NUTS(program, target_accept_prob=target_accept_prob,
-                  max_tree_depth=max_tree_depth, init_strategy=init_to_median(num_samples=15))
+                  max_tree_depth=max_tree_depth, init_strategy=init_strategy or init_to_median(num_samples=15))
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                 chain_method=chain_method, progress_bar=progress)
     mcmc.run(jax.random.key(seed), extra_fields=("diverging", "num_steps", "adapt_state.step_size"),

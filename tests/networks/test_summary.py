@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from amortize.networks import LevelSummary
-from amortize.networks.summary import count_features, masked_correlations, masked_mean, masked_sd
+from amortize.networks.summary import count_features, masked_correlations, masked_extremes, masked_mean, masked_sd
 
 
 @pytest.mark.parametrize("kind", ["deepset", "set_transformer"])
@@ -66,3 +66,28 @@ def test_summary_passes_the_data_correlations_to_the_parent_level():
     mask = jnp.ones((3, 5), bool)
     pooled = net.pool(x, net.embed(x), mask)
     np.testing.assert_allclose(pooled[:, -1], masked_correlations(x[..., :2], mask)[:, 0], rtol=1e-6)
+
+
+def test_masked_extremes_are_those_of_the_real_instances():
+    x = jnp.array([[[1.0], [3.0], [-100.0]], [[2.0], [5.0], [7.0]], [[4.0], [-9.0], [9.0]]])
+    mask = jnp.array([[True, True, False], [True, True, True], [False, False, False]])
+    low, high = masked_extremes(x, mask)
+    np.testing.assert_array_equal(np.asarray(low)[:, 0], [1.0, 2.0, 0.0])  # an empty set gives zeros
+    np.testing.assert_array_equal(np.asarray(high)[:, 0], [3.0, 7.0, 0.0])
+
+
+def test_extremes_pass_the_minimum_to_the_parent_and_ignore_padding():
+    net = LevelSummary(2, embed_dim=4, out_dim=5, width=8, depth=1, kind="deepset", heads=1,
+                       activation="silu", max_size=6, rngs=nnx.Rngs(0), data_features=2, extremes=True)
+    assert net.out_features == 5 + 4 * 2 + 1  # mean, sd, min, max of both inputs; one correlation
+    x = jax.random.normal(jax.random.key(1), (3, 6, 2))
+    mask = jnp.array([[True] * 6, [True] * 4 + [False] * 2, [True] + [False] * 5])
+    pooled = np.asarray(net.pool(x, net.embed(x), mask))
+    np.testing.assert_allclose(pooled[:, 5 + 2 * 2 + 1:5 + 2 * 2 + 1 + 2],
+                               [np.asarray(x)[b][np.asarray(mask[b])].min(0) for b in range(3)], atol=1e-6)
+    # Padded instances, however extreme, change nothing; neither does the order of the real ones.
+    padded = x.at[1, 4:].set(-50.0).at[2, 1:].set(50.0)
+    np.testing.assert_allclose(np.asarray(net.pool(padded, net.embed(padded), mask)), pooled, atol=1e-6)
+    order = jnp.array([3, 0, 2, 1, 4, 5])
+    shuffled = x.at[1].set(x[1][order])
+    np.testing.assert_allclose(np.asarray(net.pool(shuffled, net.embed(shuffled), mask)), pooled, atol=1e-5)
