@@ -80,6 +80,16 @@ def _log_density_lower(t, v, a, w):
     return log_driftless - 2.0 * jnp.log(a) - v * a * w - v**2 * t / 2.0
 
 
+def _float_arrays(*values):
+    """The arguments as float arrays of one broadcast shape."""
+    return jnp.broadcast_arrays(*(jnp.asarray(x, dtype=jnp.result_type(float)) for x in values))
+
+
+def _mirrored(upper, drift, bias):
+    """Drift and start of the process whose *lower* boundary is the given one: ν → -ν, w → 1 - w at the upper."""
+    return jnp.where(upper, -drift, drift), jnp.where(upper, 1.0 - bias, bias)
+
+
 def log_density(rt, decision, drift, boundary, non_decision, bias):
     """Log density of responses ``(rt, decision)`` under the DDM, broadcasting all arguments.
 
@@ -97,13 +107,12 @@ def log_density(rt, decision, drift, boundary, non_decision, bias):
     array (...)
         log p(rt, decision); ``-inf`` where ``rt <= non_decision``.
     """
-    rt, decision, drift, boundary, non_decision, bias = jnp.broadcast_arrays(
-        *(jnp.asarray(x, dtype=jnp.result_type(float)) for x in (rt, decision, drift, boundary, non_decision, bias)))
-    upper = decision > 0.5
+    rt, decision, drift, boundary, non_decision, bias = _float_arrays(
+        rt, decision, drift, boundary, non_decision, bias)
+    v, w = _mirrored(decision > 0.5, drift, bias)
     t = rt - non_decision
     valid = t > 0
-    log_f = _log_density_lower(jnp.where(valid, t, 1.0), jnp.where(upper, -drift, drift), boundary,
-                               jnp.where(upper, 1.0 - bias, bias))
+    log_f = _log_density_lower(jnp.where(valid, t, 1.0), v, boundary, w)
     return jnp.where(valid, log_f, -jnp.inf)
 
 
@@ -123,7 +132,7 @@ def _log_lower_probability(v, w):
 
 def choice_probability(drift, boundary, bias):
     """P(decision = 1): probability of reaching the upper boundary first, ``(...)``."""
-    drift, boundary, bias = jnp.broadcast_arrays(*(jnp.asarray(x, jnp.result_type(float)) for x in (drift, boundary, bias)))
+    drift, boundary, bias = _float_arrays(drift, boundary, bias)
     return -jnp.expm1(_log_lower_probability(drift * boundary, bias))
 
 
@@ -163,11 +172,10 @@ def _lower_cdf(v, w, log_p):
 
 def distribution_function(rt, decision, drift, boundary, non_decision, bias):
     """P(decision, response time <= ``rt``): the defective distribution function of one boundary, ``(...)``."""
-    rt, decision, drift, boundary, non_decision, bias = jnp.broadcast_arrays(
-        *(jnp.asarray(x, dtype=jnp.result_type(float)) for x in (rt, decision, drift, boundary, non_decision, bias)))
-    upper = decision > 0.5
-    v = jnp.where(upper, -drift, drift) * boundary
-    w = jnp.where(upper, 1.0 - bias, bias)
+    rt, decision, drift, boundary, non_decision, bias = _float_arrays(
+        rt, decision, drift, boundary, non_decision, bias)
+    v, w = _mirrored(decision > 0.5, drift, bias)
+    v = v * boundary
     u = jnp.maximum(rt - non_decision, 0.0) / boundary**2
     cdf = _lower_cdf(v, w, _log_lower_probability(v, w))(jnp.maximum(u, 1e-30))
     return jnp.where(u > 0, jnp.clip(cdf, 0.0, 1.0), 0.0)
@@ -199,8 +207,8 @@ def simulate(key, drift, boundary, non_decision, bias):
     choice_key, time_key = jax.random.split(key)
     log_p_lower = _log_lower_probability(drift * boundary, bias)
     upper = jax.random.uniform(choice_key, drift.shape, dtype=drift.dtype) >= jnp.exp(log_p_lower)
-    v = jnp.where(upper, -drift, drift) * boundary
-    w = jnp.where(upper, 1.0 - bias, bias)
+    v, w = _mirrored(upper, drift, bias)
+    v = v * boundary
     log_p = jnp.where(upper, jnp.log(-jnp.expm1(log_p_lower)), log_p_lower)
     u = _sample_standard_time(time_key, v, w, log_p)
     rt = non_decision + boundary**2 * u
