@@ -16,10 +16,13 @@ from amortize.errors import (  # noqa: E402
     AmortizationGapWarning,
     AmortizeError,
     AmortizerFileError,
+    CertificateWarning,
     DataError,
     ModelError,
+    RefineError,
     TrainingError,
 )
+from amortize.refine import Certificate, certificate  # noqa: E402
 from amortize.persist import load  # noqa: E402
 from amortize.train import TrainConfig  # noqa: E402
 from amortize import diagnostics, models, reference  # noqa: E402
@@ -29,12 +32,16 @@ __all__ = [
     "AmortizationGapWarning",
     "AmortizeError",
     "AmortizerFileError",
+    "Certificate",
+    "CertificateWarning",
     "DataError",
     "ModelComparison",
     "ModelError",
     "NetworkConfig",
+    "RefineError",
     "TrainConfig",
     "TrainingError",
+    "certificate",
     "compare",
     "compile",
     "diagnostics",

@@ -1,14 +1,16 @@
 """Factorization → networks: one summary network per level, one flow per factor.
 
 The assembled :class:`AmortizerNetwork` is an ``nnx.Module``; the functions
-:func:`embed`, :func:`log_prob` and :func:`sample_latents` are pure functions of
+:func:`embed`, :func:`log_prob` and :func:`draw_latents` are pure functions of
 the network, its static :class:`NetworkSpec` and arrays, so the training step
 and the sampler can be jitted at the boundary.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +31,8 @@ __all__ = [
     "data_standardization",
     "embed",
     "log_prob",
-    "sample_latents",
+    "draw_latents",
+    "LatentDraws",
 ]
 
 
@@ -429,54 +432,105 @@ def log_prob(net: AmortizerNetwork, spec: NetworkSpec, latents: dict, data: dict
     return out
 
 
-def sample_latents(net: AmortizerNetwork, spec: NetworkSpec, key: jax.Array, data: dict,
-                   masks: dict, num_samples: int, *, class_probabilities: dict | None = None
-                   ) -> dict[str, jax.Array]:
+class LatentDraws(NamedTuple):
+    """One ancestral pass: draws, their log density under q, and the classifiers' probabilities.
+
+    Attributes
+    ----------
+    values : dict of factor → unconstrained draws ``(B, S, *plates, dim)``
+        A classifier's draw is its class index, as a float; padded instances
+        are drawn too (callers drop them by mask).
+    log_q : dict of factor → ``(B, S, *plates)``
+        log q of each instance's draw in unconstrained coordinates (the
+        standardization's Jacobian included). For a Markov chain the whole
+        chain's log q sits at its first step, zeros elsewhere, so a sum over
+        the steps is the chain's. Empty unless asked for; a fixed factor has none.
+    probabilities : dict of group → {factor: ``(B, S, *plates, classes)``}
+        ``"indicator_probabilities"``: q(z = k | draw, data) per classifier
+        factor (for a Markov chain, the smoothed marginals
+        q(z_t = k | draw, whole series)); ``"indicator_filtered_probabilities"``:
+        a chain's filtered marginals q(z_t = k | draw, series up to t).
+    """
+
+    values: dict
+    log_q: dict
+    probabilities: dict
+
+
+def draw_latents(net: AmortizerNetwork, spec: NetworkSpec, key: jax.Array, data: dict, masks: dict,
+                 num_samples: int, *, fixed: dict | None = None, log_q: bool = False,
+                 defensive: tuple[float, float] | None = None) -> LatentDraws:
     """Ancestral pass through the factors: flows first, then the indicators' classifiers.
 
     Parameters
     ----------
-    class_probabilities : dict, optional
-        Filled with ``{"indicator_probabilities": {factor: q(z = k | draw, data)}}``,
-        ``(B, num_samples, *plates, classes)`` per classifier factor (for a
-        Markov chain, the smoothed marginals q(z_t = k | draw, whole series)),
-        and for Markov chains ``"indicator_filtered_probabilities"``, the
-        filtered marginals q(z_t = k | draw, series up to t).
+    key : PRNG key
+    data, masks : as in :func:`embed`.
+    num_samples : int
+        Draws ``S`` per data set.
+    fixed : dict of factor → unconstrained ``(B, S, *plates, dim)``, optional
+        Factors whose values are given rather than drawn: the later factors
+        condition on them (importance sampling draws new local parameters
+        given the same global draw this way).
+    log_q : bool
+        Also return each drawn instance's log density.
+    defensive : (alpha, c), optional
+        Draw every drawn factor from a defensive mixture instead of q: a
+        flow's base normal is widened ``c`` times with probability ``alpha``
+        (see :meth:`ConditionalFlow.sample_and_log_prob`), and a classifier
+        draws uniformly with probability ``alpha``. ``log_q`` is then the
+        mixture's: importance sampling with it has bounded weights where q's
+        tails are too light. Markov chains are drawn from q.
 
     Returns
     -------
-    dict of factor → unconstrained draws ``(B, num_samples, *plates, dim)``
-        (a classifier's draw is its class index, as a float; padded instances
-        are drawn too; callers drop them by mask).
+    LatentDraws
     """
+    fixed = fixed or {}
     embeddings = embed(net, spec, data, masks)
     keys = jax.random.split(key, len(spec.factors))
-    standardized = {}
-    out = {}
+    standardized, out, densities, probabilities = {}, {}, {}, {}
     for k, factor in zip(keys, spec.factors):
+        loc, scale = net.latent_loc[factor.name][...], net.latent_scale[factor.name][...]
+        if factor.name in fixed:
+            out[factor.name] = fixed[factor.name]
+            standardized[factor.name] = (fixed[factor.name] - loc) / scale
+            continue
         emb = embeddings[factor.level or "global"][:, None]  # (B, 1, *plates, E): shared by draws
+        context = _context(emb, factor, standardized, spec)
         if factor.markov:
             mask = masks[factor.level][:, None]  # (B, 1, *plates, T): shared by draws
-            context = _context(emb, factor, standardized, spec)
-            states, filtered, smoothed = net.classifiers[factor.name].sample(k, context, mask)
+            classifier = net.classifiers[factor.name]
+            states, filtered, smoothed = classifier.sample(k, context, mask)
             out[factor.name] = states.astype(jnp.float32)[..., None]
-            if class_probabilities is not None:
-                class_probabilities.setdefault("indicator_probabilities", {})[factor.name] = smoothed
-                class_probabilities.setdefault("indicator_filtered_probabilities", {})[factor.name] = filtered
+            if log_q:
+                densities[factor.name] = classifier.log_prob(states, context, mask)
+            probabilities.setdefault("indicator_probabilities", {})[factor.name] = smoothed
+            probabilities.setdefault("indicator_filtered_probabilities", {})[factor.name] = filtered
             continue
         if factor.is_classifier:
-            logits = net.classifiers[factor.name].logits(_context(emb, factor, standardized, spec))
-            shape = (emb.shape[0], num_samples) + logits.shape[2:]
-            logits = jnp.broadcast_to(logits, shape)
-            out[factor.name] = jax.random.categorical(k, logits).astype(jnp.float32)[..., None]
-            if class_probabilities is not None:
-                class_probabilities.setdefault("indicator_probabilities", {})[factor.name] = jax.nn.softmax(
-                    logits, axis=-1)
+            logits = net.classifiers[factor.name].logits(context)
+            logits = jnp.broadcast_to(logits, (emb.shape[0], num_samples) + logits.shape[2:])
+            log_probs = jax.nn.log_softmax(logits, axis=-1)
+            if defensive:
+                alpha = defensive[0]
+                log_probs = jnp.logaddexp(math.log1p(-alpha) + log_probs, math.log(alpha / factor.classes))
+            index = jax.random.categorical(k, log_probs)
+            out[factor.name] = index.astype(jnp.float32)[..., None]
+            if log_q:
+                densities[factor.name] = jnp.take_along_axis(log_probs, index[..., None], axis=-1)[..., 0]
+            probabilities.setdefault("indicator_probabilities", {})[factor.name] = jax.nn.softmax(
+                logits, axis=-1)
             continue
         flow = net.flows[factor.name]
-        projected = flow.project_context(_context(emb, factor, standardized, spec))
+        projected = flow.project_context(context)
         shape = (emb.shape[0], num_samples) + emb.shape[2:-1] + projected.shape[-2:]
-        draw = flow.sample(k, jnp.broadcast_to(projected, shape))
+        projected = jnp.broadcast_to(projected, shape)
+        if log_q:
+            draw, lq = flow.sample_and_log_prob(k, projected, defensive)
+            densities[factor.name] = lq - jnp.sum(jnp.log(scale))
+        else:
+            draw = flow.sample(k, projected)
         standardized[factor.name] = draw
-        out[factor.name] = draw * net.latent_scale[factor.name][...] + net.latent_loc[factor.name][...]
-    return out
+        out[factor.name] = draw * scale + loc
+    return LatentDraws(out, densities, probabilities)

@@ -9,13 +9,11 @@ named ``<site>_event_<i>``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import arviz as az
 import numpy as np
 import xarray as xr
 
-from amortize.data import PreparedData
+from amortize.data import PaddedPosterior, PreparedData, padded_from_prepared
 from amortize.errors import DataError
 from amortize.graph import ModelGraph
 
@@ -136,34 +134,6 @@ def _class_probability_group(probabilities: dict, graph: ModelGraph, prepared: P
     return xr.DataTree(dataset)
 
 
-@dataclass(frozen=True)
-class PaddedPosterior:
-    """A posterior (and its data) back in padded arrays, as the program sees them.
-
-    Attributes
-    ----------
-    sizes : dict of plate → int
-        Padded size of every plate (the most instances any enclosing instance has).
-    masks : dict of plate → bool ``(*plate sizes down to it)``
-    instances : dict of plate → int ``(n_instances, depth)``
-        Padded position of every instance, in the DataTree's order.
-    data : dict of site → ``(*plates, *event)``
-        Observed values; padded entries repeat the first real value (inside the
-        support, and masked out wherever the program uses them).
-    latents : dict of site → ``(S, *plates, *event)``
-        Posterior draws (chains stacked), padded entries filled the same way;
-        empty when the tree has no posterior group.
-    num_chains : int
-    """
-
-    sizes: dict
-    masks: dict
-    instances: dict
-    data: dict
-    latents: dict
-    num_chains: int
-
-
 def _plate_labels(tree, graph: ModelGraph) -> dict:
     """Labels of every plate's instances and of each nested instance's parent, from any group."""
     coords = {}
@@ -223,24 +193,6 @@ def _scatter(values: np.ndarray, positions: np.ndarray | None, sizes: tuple, lea
     index = (slice(None),) * lead + tuple(positions.T)
     out[index] = values
     return out
-
-
-def padded_from_prepared(prepared: PreparedData, graph: ModelGraph) -> PaddedPosterior:
-    """A prepared data set as a :class:`PaddedPosterior` with no draws, without going
-    through a DataTree."""
-    masks = {p: np.asarray(m[0]) for p, m in prepared.masks.items()}
-    sizes = {p: masks[p].shape[-1] for p in graph.plates}
-    data = {}
-    for name in graph.data_names:
-        site = graph.sites[name]
-        value = np.asarray(prepared.data[name][0], np.float64)
-        value = value.reshape(value.shape[:-1] + tuple(site.event_shape))
-        if site.path:
-            mask = masks[site.path[-1]]
-            first = value[tuple(prepared.instances[site.path[-1]][0])]
-            value = np.where(mask.reshape(mask.shape + (1,) * len(site.event_shape)), value, first)
-        data[name] = value
-    return PaddedPosterior(sizes, masks, dict(prepared.instances), data, {}, 1)
 
 
 def from_datatree(tree, graph: ModelGraph) -> PaddedPosterior:

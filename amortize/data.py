@@ -27,7 +27,8 @@ import numpy as np
 from amortize.errors import AmortizationGapWarning, DataError
 from amortize.graph import ModelGraph
 
-__all__ = ["PreparedData", "prepare_data", "take_instances"]
+__all__ = ["PreparedData", "PaddedPosterior", "prepare_data", "padded_from_prepared", "select_instance",
+           "take_instances"]
 
 
 @dataclass(frozen=True)
@@ -358,6 +359,35 @@ def _fill_values(array, nested, depth, prefix):
         _fill_values(array, child, depth - 1, prefix + (i,))
 
 
+def select_instance(prepared: PreparedData, graph: ModelGraph, plate: str, position: int) -> PreparedData:
+    """The data set reduced to one instance of top-level ``plate`` (at padded ``position``).
+
+    Everything inside that plate keeps only that instance (and its nested
+    instances, at their padded sizes); sites and plates outside it are kept
+    whole. Leave-one-group-out CV scores a left-out group on this.
+    """
+    inside = {q for q, p in graph.plates.items() if p.path[0] == plate}
+    data = {n: (v[:, position:position + 1] if graph.sites[n].path[:1] == (plate,) else v)
+            for n, v in prepared.data.items()}
+    masks = {q: (m[:, position:position + 1] if q in inside else m) for q, m in prepared.masks.items()}
+    instances, labels, parents, rows_of = {}, {}, {}, {}
+    for q in graph.plates:
+        if q not in inside:
+            instances[q], labels[q], parents[q] = prepared.instances[q], prepared.labels[q], prepared.parent_labels[q]
+            continue
+        rows = np.flatnonzero(prepared.instances[q][:, 0] == position)
+        rows_of[q] = rows
+        moved = prepared.instances[q][rows].copy()
+        moved[:, 0] = 0
+        instances[q], labels[q] = moved, prepared.labels[q][rows]
+        parents[q] = None if prepared.parent_labels[q] is None else prepared.parent_labels[q][rows]
+    values = {}
+    for n, v in prepared.values.items():
+        path = graph.sites[n].path
+        values[n] = v[rows_of[path[-1]]] if path and path[0] == plate else v
+    return PreparedData(data, masks, instances, labels, parents, values)
+
+
 def take_instances(value, positions: np.ndarray | None, lead: int = 1) -> np.ndarray:
     """``(*lead, *padded plates, *event)`` → ``(*lead, n_instances, *event)``: the real instances.
 
@@ -373,3 +403,49 @@ def take_instances(value, positions: np.ndarray | None, lead: int = 1) -> np.nda
 def padded_bucket(size: int) -> int:
     """Round a size beyond the trained range up to a power of two (fewer recompilations)."""
     return 1 << math.ceil(math.log2(max(size, 1)))
+
+
+@dataclass(frozen=True)
+class PaddedPosterior:
+    """A posterior (and its data) back in padded arrays, as the program sees them.
+
+    Attributes
+    ----------
+    sizes : dict of plate → int
+        Padded size of every plate (the most instances any enclosing instance has).
+    masks : dict of plate → bool ``(*plate sizes down to it)``
+    instances : dict of plate → int ``(n_instances, depth)``
+        Padded position of every instance, in the DataTree's order.
+    data : dict of site → ``(*plates, *event)``
+        Observed values; padded entries repeat the first real value (inside the
+        support, and masked out wherever the program uses them).
+    latents : dict of site → ``(S, *plates, *event)``
+        Posterior draws (chains stacked), padded entries filled the same way;
+        empty when the tree has no posterior group.
+    num_chains : int
+    """
+
+    sizes: dict
+    masks: dict
+    instances: dict
+    data: dict
+    latents: dict
+    num_chains: int
+
+
+def padded_from_prepared(prepared: PreparedData, graph: ModelGraph) -> PaddedPosterior:
+    """A prepared data set as a :class:`PaddedPosterior` with no draws, without going
+    through a DataTree."""
+    masks = {p: np.asarray(m[0]) for p, m in prepared.masks.items()}
+    sizes = {p: masks[p].shape[-1] for p in graph.plates}
+    data = {}
+    for name in graph.data_names:
+        site = graph.sites[name]
+        value = np.asarray(prepared.data[name][0], np.float64)
+        value = value.reshape(value.shape[:-1] + tuple(site.event_shape))
+        if site.path:
+            mask = masks[site.path[-1]]
+            first = value[tuple(prepared.instances[site.path[-1]][0])]
+            value = np.where(mask.reshape(mask.shape + (1,) * len(site.event_shape)), value, first)
+        data[name] = value
+    return PaddedPosterior(sizes, masks, dict(prepared.instances), data, {}, 1)

@@ -11,6 +11,8 @@ __all__ = [
     "TrainingError",
     "AmortizerFileError",
     "AmortizationGapWarning",
+    "RefineError",
+    "CertificateWarning",
 ]
 
 
@@ -36,3 +38,11 @@ class AmortizerFileError(AmortizeError, OSError):
 
 class AmortizationGapWarning(UserWarning):
     """Inference is asked outside the range the networks were trained on."""
+
+
+class RefineError(AmortizeError, ValueError):
+    """A posterior cannot be certified or refined as asked (no density, too few draws, unknown method)."""
+
+
+class CertificateWarning(UserWarning):
+    """The program's own density does not confirm the amortized posterior (Pareto k̂ above 0.7)."""

@@ -12,12 +12,35 @@ from functools import partial
 import jax
 from flax import nnx
 
-from amortize.build import AmortizerNetwork, NetworkSpec, sample_latents
+from amortize.build import AmortizerNetwork, NetworkSpec, draw_latents
 from amortize.data import PreparedData, take_instances
 from amortize.graph import Factorization, ModelGraph
 from amortize.simulate import unpack_factor
 
-__all__ = ["make_sampler", "gather_instances"]
+__all__ = ["make_sampler", "make_latent_sampler", "constrained", "gather_instances"]
+
+
+def make_latent_sampler(net: AmortizerNetwork, spec: NetworkSpec):
+    """Return ``draw(key, data, masks, num_samples, fixed=None, defensive=None) -> LatentDraws`` (with log q).
+
+    Jitted (``num_samples`` static; one compilation per set of ``fixed``
+    factors and shape); closes over a snapshot of the network's weights. See
+    :func:`amortize.build.draw_latents`.
+    """
+    graphdef, state = nnx.split(net)
+
+    # Weights are an argument, not a closure constant: XLA compiles faster and
+    # does not copy them into the executable.
+    @partial(jax.jit, static_argnums=(4, 6))
+    def draw_with(state, key, data, masks, num_samples, fixed, defensive):
+        model = nnx.merge(graphdef, state)
+        return draw_latents(model, spec, key, data, masks, num_samples, fixed=fixed, log_q=True,
+                            defensive=defensive)
+
+    def draw(key, data, masks, num_samples, fixed=None, defensive=None):
+        return draw_with(state, key, data, masks, num_samples, fixed or {}, defensive)
+
+    return draw
 
 
 def make_sampler(net: AmortizerNetwork, spec: NetworkSpec, graph: ModelGraph,
@@ -29,30 +52,32 @@ def make_sampler(net: AmortizerNetwork, spec: NetworkSpec, graph: ModelGraph,
     returns ``(draws, probabilities)``, the second mapping a group name
     (``indicator_probabilities``, ``indicator_filtered_probabilities``) to, per
     discrete latent, q(z = k | draw, data) as ``(B, S, *plates, classes)``
-    (see :func:`amortize.build.sample_latents`).
+    (see :func:`amortize.build.draw_latents`).
     """
     graphdef, state = nnx.split(net)
 
-    # Weights are an argument, not a closure constant: XLA compiles faster and
-    # does not copy them into the executable.
     @partial(jax.jit, static_argnums=4)
     def draw_with(state, key, data, masks, num_samples):
         model = nnx.merge(graphdef, state)
-        probabilities = {} if class_probabilities else None
-        packed = sample_latents(model, spec, key, data, masks, num_samples,
-                                class_probabilities=probabilities)
-        out = {}
-        for factor in factorization:
-            out.update(unpack_factor(packed[factor.name], factor, graph))
+        draws = draw_latents(model, spec, key, data, masks, num_samples)
+        out = constrained(draws.values, graph, factorization)
         if class_probabilities:
             return out, {group: {factorization[name].targets[0]: value for name, value in values.items()}
-                         for group, values in probabilities.items()}
+                         for group, values in draws.probabilities.items()}
         return out
 
     def draw(key, data, masks, num_samples):
         return draw_with(state, key, data, masks, num_samples)
 
     return draw
+
+
+def constrained(values: dict, graph: ModelGraph, factorization: Factorization) -> dict:
+    """Unconstrained packed draws per factor → constrained values per site (``biject_to``)."""
+    out = {}
+    for factor in factorization:
+        out.update(unpack_factor(values[factor.name], factor, graph))
+    return out
 
 
 def gather_instances(draws: dict, prepared: PreparedData, graph: ModelGraph) -> dict:

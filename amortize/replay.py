@@ -5,7 +5,7 @@ the likelihood of each observation under posterior draws, replicated data
 (posterior predictive), the conditional prior of each local parameter given
 its parents (pooling), and the joint density NUTS explores. Real data are
 ragged, the program is rectangular: the program runs at the padded sizes of a
-:class:`~amortize.convert.PaddedPosterior`, and every data site's log density
+:class:`~amortize.data.PaddedPosterior`, and every data site's log density
 is masked to its real instances. Latent sites are never masked: a padded
 latent instance is drawn from (or scored under) its prior, which keeps the
 joint density proper and leaves the real instances' posterior unchanged.
@@ -27,7 +27,7 @@ from numpyro import handlers
 from numpyro.infer import Predictive
 from numpyro.primitives import Messenger
 
-from amortize.convert import PaddedPosterior
+from amortize.data import PaddedPosterior
 from amortize.graph import ModelGraph
 from amortize.simulate import from_canonical, to_canonical
 

@@ -115,9 +115,18 @@ def test_sample_returns_the_inference_data_schema(trained_conjugate):
     assert "theta[c]" in summary.index and np.all(summary["r_hat"] < 1.01)
 
 
-def test_num_samples_must_split_into_chains(trained_conjugate):
+def test_num_samples_must_split_into_the_chains_asked_for(trained_conjugate):
+    data = {"y": [np.zeros(2), np.zeros(3)]}
     with pytest.raises(am.DataError, match=r"num_samples=1001 must be a positive multiple of num_chains=4"):
-        trained_conjugate.sample({"y": [np.zeros(2), np.zeros(3)]}, num_samples=1001)
+        trained_conjugate.sample(data, num_samples=1001, num_chains=4)
+    # Left to amortize, the draws go into as many chains (up to 4) as divide them.
+    posterior = trained_conjugate.sample(data, num_samples=1001, certify=False)["posterior"]
+    assert (posterior.sizes["chain"], posterior.sizes["draw"]) == (1, 1001)
+    posterior = trained_conjugate.sample(data, num_samples=10, certify=False)["posterior"]
+    assert (posterior.sizes["chain"], posterior.sizes["draw"]) == (2, 5)
+    for bad in (0, -5):
+        with pytest.raises(am.DataError, match="positive"):
+            trained_conjugate.sample(data, num_samples=bad)
 
 
 def test_save_and_load_round_trip_exactly(trained_conjugate, tmp_path):

@@ -5,17 +5,21 @@ import amortize as am
 
 def test_public_names():
     assert sorted(am.__all__) == sorted([
-        "Amortizer", "AmortizationGapWarning", "AmortizeError", "AmortizerFileError", "DataError",
-        "ModelComparison", "ModelError", "NetworkConfig", "TrainConfig", "TrainingError", "compare", "compile",
-        "diagnostics", "load",
+        "Amortizer", "AmortizationGapWarning", "AmortizeError", "AmortizerFileError", "Certificate",
+        "CertificateWarning", "DataError", "ModelComparison", "ModelError", "NetworkConfig", "RefineError",
+        "TrainConfig", "TrainingError", "certificate", "compare", "compile", "diagnostics", "load",
         "models", "reference",
     ])
+    import types
+
     for name in am.__all__:
-        assert getattr(am, name) is not None
+        value = getattr(am, name)
+        # Every public name is a class, a function or a subpackage: nothing re-exported by accident.
+        assert isinstance(value, (type, types.FunctionType, types.ModuleType)), name
 
 
 def test_errors_share_one_base_class():
-    for error in (am.ModelError, am.DataError, am.TrainingError, am.AmortizerFileError):
+    for error in (am.ModelError, am.DataError, am.TrainingError, am.AmortizerFileError, am.RefineError):
         assert issubclass(error, am.AmortizeError)
 
 

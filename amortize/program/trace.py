@@ -244,7 +244,16 @@ def trace_program(model: Callable, model_kwargs: Mapping[str, int]) -> ProgramTr
             f"The program failed when traced with {dict(model_kwargs)}: "
             f"{type(error).__name__}: {error}"
         ) from error
-    relations = get_model_relations(model, model_kwargs=dict(model_kwargs))
+    try:
+        relations = get_model_relations(model, model_kwargs=dict(model_kwargs))
+    except NotImplementedError as error:
+        missing = _sites_without_log_prob(model, model_kwargs)
+        raise ModelError(
+            f"Site(s) {', '.join(f'`{n}`' for n in missing) or '?'} have a distribution without a log_prob. "
+            f"amortize reads the program's dependencies from its log densities, and certifies and refines "
+            f"posteriors with them: give the distribution a log_prob (a simulator-only site cannot be "
+            f"compiled yet)."
+        ) from error
     return ProgramTrace(
         sites=records,
         plate_parents=plate_parents,
@@ -252,6 +261,18 @@ def trace_program(model: Callable, model_kwargs: Mapping[str, int]) -> ProgramTr
         parents={k: list(v) for k, v in relations["sample_sample"].items()},
         deterministic=tuple(deterministic),
     )
+
+
+def _sites_without_log_prob(model, model_kwargs) -> list[str]:
+    trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(**model_kwargs)
+    missing = []
+    for name, site in trace.items():
+        if site["type"] == "sample":
+            try:
+                site["fn"].log_prob(site["value"])
+            except NotImplementedError:
+                missing.append(name)
+    return missing
 
 
 def unconstrained_event_shape(support, event_shape: tuple[int, ...]) -> tuple[int, ...]:

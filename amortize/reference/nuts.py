@@ -13,25 +13,18 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable, Mapping
 
-import jax
-import numpy as np
 from numpyro import handlers
-from numpyro.diagnostics import split_gelman_rubin
 from numpyro.distributions import ExpandedDistribution, Independent, MaskedDistribution, constraints
-from numpyro.infer import MCMC, NUTS, init_to_median
 from numpyro.infer.reparam import LocScaleReparam
 
 from amortize import __version__
-from amortize.convert import padded_from_prepared, to_datatree
-from amortize.data import prepare_data, take_instances
+from amortize.convert import to_datatree
+from amortize.data import padded_from_prepared, prepare_data
 from amortize.graph import graph_for
+from amortize.refine.nuts import RHAT_THRESHOLD, run_nuts
 from amortize.replay import masked_program, program_arguments
-from amortize.simulate import to_canonical
 
 __all__ = ["nuts", "ReferenceWarning", "RHAT_THRESHOLD"]
-
-#: Largest split R-hat a reference run may have to count as converged.
-RHAT_THRESHOLD = 1.01
 
 
 class ReferenceWarning(UserWarning):
@@ -93,45 +86,23 @@ def nuts(model: Callable, data: Mapping[str, Any], *, index: Mapping[str, Any] |
     if isinstance(reparam, str) and reparam != "noncentered":
         raise ValueError(f"nuts(reparam={reparam!r}): use 'noncentered', a mapping of site name → "
                          f"numpyro Reparam (e.g. {{'theta': LocScaleReparam(0)}}), or None.")
-    program = masked_program(graph, padded)
+    config = None
     if reparam is not None:
         config = _noncentered(graph, padded) if reparam == "noncentered" else dict(reparam)
-        program = handlers.reparam(program, config=config)
-    kernel = NUTS(program, target_accept_prob=target_accept_prob,
-                  max_tree_depth=max_tree_depth, init_strategy=init_strategy or init_to_median(num_samples=15))
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                chain_method=chain_method, progress_bar=progress)
-    mcmc.run(jax.random.key(seed), extra_fields=("diverging", "num_steps", "adapt_state.step_size"),
-             **program_arguments(graph, padded))
-    samples = mcmc.get_samples(group_by_chain=True)
-
-    draws, max_rhat = {}, {}
-    for name in graph.latent_names:
-        site = graph.sites[name]
-        value = np.asarray(samples[name])  # (chains, draws, *batch, *event)
-        canonical = np.asarray(jax.vmap(jax.vmap(lambda v, site=site: to_canonical(v, site)))(value))
-        where = prepared.instances[site.path[-1]] if site.path else None
-        real = take_instances(canonical, where, lead=2)
-        rhat = split_gelman_rubin(real) if num_chains > 1 else np.ones(real.shape[2:])
-        max_rhat[name] = float(np.nanmax(rhat)) if np.size(rhat) else 1.0
-        draws[name] = real.reshape((-1,) + real.shape[2:])
-    extra = mcmc.get_extra_fields(group_by_chain=True)
-    diverging = np.asarray(extra["diverging"]).reshape(-1)
-    stats = {"diverging": diverging,
-             "tree_depth": np.floor(np.log2(np.asarray(extra["num_steps"]).reshape(-1) + 1)).astype(int),
-             "step_size": np.asarray(extra["adapt_state.step_size"]).reshape(-1)}
-    divergences = int(diverging.sum())
-    worst = max(max_rhat.values()) if max_rhat else 1.0
-    converged = bool(worst <= RHAT_THRESHOLD and divergences == 0)
-    tree = to_datatree(draws, prepared, graph, num_chains=num_chains, groups={"sample_stats": stats},
+    run = run_nuts(graph, prepared, seed=seed, num_warmup=num_warmup, num_samples=num_samples,
+                   num_chains=num_chains, target_accept_prob=target_accept_prob,
+                   max_tree_depth=max_tree_depth, chain_method=chain_method, reparam_config=config,
+                   init_strategy=init_strategy, progress=progress)
+    tree = to_datatree(run.draws, prepared, graph, num_chains=num_chains, groups={"sample_stats": run.stats},
                        attrs={"inference_library_version": __version__})
     tree["posterior"].attrs.update(
-        reference="nuts", max_rhat=worst, divergences=divergences, converged=int(converged),
-        num_warmup=num_warmup, reparam=str(reparam), rhat_by_site=str({k: round(v, 4) for k, v in max_rhat.items()}))
-    if not converged:
+        reference="nuts", max_rhat=run.worst_rhat, divergences=run.divergences, converged=int(run.converged),
+        num_warmup=num_warmup, reparam=str(reparam),
+        rhat_by_site=str({k: round(v, 4) for k, v in run.max_rhat.items()}))
+    if not run.converged:
         warnings.warn(
-            f"The NUTS reference did not converge: max R-hat {worst:.3f} (threshold "
-            f"{RHAT_THRESHOLD}), {divergences} divergent transitions. Run more warm-up "
+            f"The NUTS reference did not converge: max R-hat {run.worst_rhat:.3f} (threshold "
+            f"{RHAT_THRESHOLD}), {run.divergences} divergent transitions. Run more warm-up "
             f"(num_warmup), raise target_accept_prob, or reparametrize before trusting it.",
             ReferenceWarning, stacklevel=2)
     return tree

@@ -1,0 +1,131 @@
+"""The program's own joint density at amortized draws, split into a global part and one part per group.
+
+For importance sampling, the target is the program's joint density of the
+latents and the observed data, in the same unconstrained coordinates in which
+the networks report log q:
+
+    log p(u, y) = Σ_sites log p(site | parents) + Σ_latents log |det ∂ biject_to(support)(u) / ∂u|
+
+The program runs on the padded data (:mod:`amortize.replay`); padded data
+instances and padded latent instances are left out of every sum, so the
+density is that of the real data set and its real latents.
+
+Hierarchical importance sampling needs the density split by the
+conditional-independence structure of the program: every instance of a
+top-level plate (a *block*: a group with everything nested inside it) is
+conditionally independent of the others given the sites outside all blocks
+(the *outer* part: global sites, and any top-level plate that is not a block).
+The same split is applied to log q, whose factors respect it by construction.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from numpyro import handlers
+from numpyro.distributions.transforms import biject_to
+
+from amortize.data import PaddedPosterior
+from amortize.graph import Factorization, ModelGraph
+from amortize.replay import masked_program, program_arguments
+from amortize.simulate import from_canonical, to_canonical
+
+__all__ = ["block_plates", "split_by_block", "log_density_function"]
+
+
+def block_plates(graph: ModelGraph, factorization: Factorization) -> tuple[str, ...]:
+    """Top-level plates whose instances are conditionally independent blocks given the outer sites.
+
+    A top-level plate qualifies when it holds latent factors (otherwise there
+    is nothing to integrate per instance) and is not an ordered level (the
+    steps of a series depend on each other).
+    """
+    with_latents = {f.path[0] for f in factorization if f.path}
+    return tuple(p for p in graph.children(None)
+                 if p in with_latents and not graph.plates[p].ordered)
+
+
+def split_by_block(per_instance: dict, paths: dict, masks: dict, blocks: tuple[str, ...]) -> dict:
+    """Sum masked per-instance terms into the outer part and one part per block instance.
+
+    Parameters
+    ----------
+    per_instance : dict of name → ``(*lead, *plates)``
+        Terms of sites or factors, canonical layout over the name's plates.
+    paths : dict of name → plate path
+    masks : dict of plate → boolean ``(*plates down to it)`` (broadcast over ``lead``)
+    blocks : top-level plates that form blocks.
+
+    Returns
+    -------
+    dict
+        ``"outer"`` → ``(*lead,)`` and, per block plate, ``(*lead, n_plate)``.
+    """
+    out = {"outer": 0.0} | {p: 0.0 for p in blocks}
+    for name, value in per_instance.items():
+        path = paths[name]
+        n_plates = len(path)
+        lead = value.shape[: value.ndim - n_plates]
+        if path:
+            value = jnp.where(masks[path[-1]], value, 0.0)
+        if path and path[0] in blocks:
+            out[path[0]] = out[path[0]] + value.reshape(lead + value.shape[len(lead):len(lead) + 1] + (-1,)).sum(-1)
+        else:
+            out["outer"] = out["outer"] + value.reshape(lead + (-1,)).sum(-1)
+    return out
+
+
+def log_density_function(graph: ModelGraph, factorization: Factorization, sizes: dict,
+                         blocks: tuple[str, ...]):
+    """A jitted ``(values, data, masks) -> {"outer": (N,), plate: (N, n_plate)}``: the program's log joint density.
+
+    Parameters of the returned function
+    -----------------------------------
+    values : dict of factor → unconstrained packed draws ``(N, *plates, dim)``
+        At the padded ``sizes`` (a classifier factor: the class index as a
+        float), as :func:`amortize.build.draw_latents` returns them.
+    data : dict of data site → canonical ``(*plates, *event)`` (:attr:`PaddedPosterior.data`)
+    masks : dict of plate → boolean ``(*plates)`` (:attr:`PaddedPosterior.masks`)
+
+    The density includes the Jacobian of each continuous latent's
+    ``biject_to``, so it is a density in the same coordinates as log q. The
+    data are arguments, not constants: one compilation serves every data set
+    of the same padded sizes.
+    """
+    paths = {n: s.path for n, s in graph.sites.items()}
+    sizes = dict(sizes)
+
+    def one(values, data, masks):
+        padded = PaddedPosterior(sizes, masks, {}, data, {}, 1)
+        kwargs = program_arguments(graph, padded)
+        program = masked_program(graph, padded)
+        substituted, jacobians = {}, {}
+        for factor in factorization:
+            packed = values[factor.name]
+            if factor.is_classifier:
+                name = factor.targets[0]
+                substituted[name] = from_canonical(jnp.round(packed[..., 0]).astype(jnp.int32), graph.sites[name])
+                continue
+            start = 0
+            for name in factor.targets:
+                site = graph.sites[name]
+                chunk = packed[..., start:start + site.unconstrained_size]
+                start += site.unconstrained_size
+                unconstrained = chunk.reshape(chunk.shape[:-1] + site.unconstrained_shape)
+                transform = biject_to(site.support)
+                value = transform(unconstrained)
+                log_det = transform.log_abs_det_jacobian(unconstrained, value)
+                jacobians[name] = log_det.reshape(chunk.shape[:-1] + (-1,)).sum(-1)
+                substituted[name] = from_canonical(value, site)
+        trace = handlers.trace(handlers.seed(handlers.substitute(program, data=substituted), 0)).get_trace(**kwargs)
+        terms = {}
+        for name, site in graph.sites.items():
+            entry = trace[name]
+            log_prob = entry["fn"].log_prob(entry["value"])
+            if entry.get("scale") is not None:
+                log_prob = log_prob * entry["scale"]
+            batch = jnp.shape(entry["value"])[: jnp.ndim(entry["value"]) - len(site.event_shape)]
+            terms[name] = to_canonical(jnp.broadcast_to(log_prob, batch), site) + jacobians.get(name, 0.0)
+        return split_by_block(terms, paths, masks, blocks)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))

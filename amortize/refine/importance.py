@@ -1,0 +1,522 @@
+"""Importance weights from the program's own density: the certificate and ``refine="psis"``.
+
+The amortized posterior q(θ | y) is a proposal; the program's joint density
+p(θ, y) is the target. Self-normalized importance weights w = p(θ, y) / q(θ | y)
+certify the proposal (Pareto k̂, effective sample size) and, resampled,
+correct it.
+
+Plain importance sampling over all latents at once degrades exponentially
+with their number (one factor per group: radon has 85 counties). A
+multilevel program's density factorizes, so the weights do too (importance
+sampling squared, Tran, Scharth, Pitt & Kohn 2013):
+
+* for each outer draw φ_s ~ q(φ | y) (the global sites, and whatever lies
+  outside every group), draw M local blocks per group from the amortized
+  local factors, θ_jm ~ q(θ_j | φ_s, y_j), and estimate each group's marginal
+  likelihood  p̂(y_j | φ_s) = (1/M) Σ_m p(θ_jm, y_j | φ_s) / q(θ_jm | φ_s, y_j);
+* weight the outer draw by  W_s = p(φ_s, y_outer) Π_j p̂(y_j | φ_s) / q(φ_s | y);
+* resample outer draws by their Pareto-smoothed W_s, and, for each, one of
+  its M local draws per group by the inner weights.
+
+Because p̂ is unbiased, the outer weights target the exact marginal
+posterior of φ; the resampled locals given φ are exact as M grows. The noise
+of log p̂ inflates the outer weights' variance by about exp(Σ_j var log p̂_j),
+so M is chosen from a pilot to keep that sum near ``target_variance``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from amortize.data import PreparedData, padded_from_prepared
+from amortize.errors import RefineError
+from amortize.graph import Factorization, ModelGraph
+from amortize.refine.density import block_plates, log_density_function, split_by_block
+from amortize.refine.psis import khat_threshold, log_mean_exp, psis, relative_ess, resample
+
+__all__ = ["Certificate", "ImportanceResult", "importance", "inner_weights", "compiled_density", "MIN_DRAWS"]
+
+#: Fewest draws for which a Pareto fit of the weights is attempted.
+MIN_DRAWS = 100
+
+#: Local draws come from the defensive mixture 0.9 q + 0.1 q_2 (q with a twice wider base), which
+#: bounds the inner weights where a local flow's tails are too light (Hesterberg 1995).
+DEFENSIVE = (0.1, 2.0)
+
+#: Global draws, and local draws per group at each, behind each level's k̂ in the certificate.
+DIAGNOSTIC_GLOBALS, DIAGNOSTIC_DRAWS = 8, 512
+
+#: At most this many program array elements are evaluated for all inner draws together (bounds M
+#: on large data sets; the outer k̂ then shows whether the M that fits was enough).
+_INNER_WORK = 3e9
+
+#: Elements of program arrays evaluated at once (sets the chunk size; about 1 GB of work space).
+_WORK_ELEMENTS = 2.5e7
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """How far the program's own density confirms an amortized posterior.
+
+    Attributes
+    ----------
+    method : {"importance", "hierarchical importance"}
+        Plain importance sampling over all latents, or per-group importance
+        sampling squared (programs with groups).
+    khat : float
+        Pareto k̂ of the (outer) importance weights: at most ``threshold`` (0.7
+        for a thousand draws or more) means importance-weighted estimates are
+        reliable, so ``refine="psis"`` is exact up to Monte Carlo error; above
+        it, the amortized posterior misses mass the program puts somewhere
+        (under-training, or data unlike the simulations). It certifies that q
+        *covers* the posterior; how close q itself is shows in
+        ``relative_ess`` (1 when q is exact).
+    relative_ess : float
+        Effective sample size of the (Pareto-smoothed) outer weights over the number of draws.
+    num_draws : int
+        Outer draws the weights were computed on.
+    inner_draws : int or None
+        M, local draws per group and outer draw (hierarchical importance only).
+    levels : dict of plate → {"khat", "relative_ess", "worst"}
+        Per group level, the local factor's own check: for each group, the
+        Pareto k̂ of its weights p(θ_j, y_j | φ) / q(θ_j | φ, y_j) over 512
+        local draws, at each of 8 global draws φ picked by their weights; the
+        median over φ, for the worst group (its label in ``worst``); and the
+        smallest relative ESS of a group's inner weights.
+    joint_khat, joint_relative_ess : float
+        The same for plain weights over all latents at once (for comparison;
+        they degrade with the number of groups even when every factor is good).
+    log_marginal_likelihood : float
+        log p̂(y), the mean of the outer weights (an unbiased estimate of p(y) on
+        the natural scale; biased low on the log scale when the weights are poor).
+    threshold : float
+        The k̂ above which estimates are unreliable for ``num_draws`` draws.
+    """
+
+    method: str
+    khat: float
+    relative_ess: float
+    num_draws: int
+    inner_draws: int | None
+    levels: dict = field(default_factory=dict)
+    joint_khat: float = math.nan
+    joint_relative_ess: float = math.nan
+    log_marginal_likelihood: float = math.nan
+    threshold: float = 0.7
+
+    @property
+    def ok(self) -> bool:
+        """True when the (outer) k̂ is at most ``threshold``.
+
+        For hierarchical importance sampling the outer weight of a global draw
+        is itself an unbiased importance weight (it carries every group's
+        estimate p̂(y_j | φ)), so a local factor whose weights spike shows up
+        in the outer weights' tail: the outer k̂ is the diagnostic of the whole
+        scheme. The per-level k̂ (from 512 local draws at a few global draws)
+        locates a poor local factor; small-sample Pareto fits of nearly
+        constant weights can read high there, so it does not decide ``ok``.
+        """
+        return bool(np.isfinite(self.khat) and self.khat <= self.threshold)
+
+    def to_attrs(self) -> dict:
+        """Flat attributes for a DataTree group (``certificate_*``; levels as ``certificate_<plate>_khat``)."""
+        out = {"certificate_method": self.method, "certificate_khat": float(self.khat),
+               "certificate_relative_ess": float(self.relative_ess),
+               "certificate_num_draws": int(self.num_draws),
+               "certificate_inner_draws": int(self.inner_draws or 0),
+               "certificate_joint_khat": float(self.joint_khat),
+               "certificate_joint_relative_ess": float(self.joint_relative_ess),
+               "certificate_log_marginal_likelihood": float(self.log_marginal_likelihood),
+               "certificate_threshold": float(self.threshold),
+               "certificate_ok": int(self.ok)}
+        for plate, level in self.levels.items():
+            out[f"certificate_{plate}_khat"] = float(level["khat"])
+            out[f"certificate_{plate}_relative_ess"] = float(level["relative_ess"])
+            out[f"certificate_{plate}_worst"] = str(level["worst"])
+        return out
+
+    @classmethod
+    def from_attrs(cls, attrs) -> "Certificate":
+        """Read a certificate back from a group's attributes (see :meth:`to_attrs`)."""
+        if "certificate_khat" not in attrs:
+            raise RefineError("This posterior carries no certificate: it was sampled with certify=False, "
+                              "or by another library. Sample it again with certify=True.")
+        levels = {}
+        for key in attrs:
+            if key.startswith("certificate_") and key.endswith("_worst"):
+                plate = key[len("certificate_"):-len("_worst")]
+                levels[plate] = {"khat": float(attrs[f"certificate_{plate}_khat"]),
+                                 "relative_ess": float(attrs[f"certificate_{plate}_relative_ess"]),
+                                 "worst": attrs[key]}
+        return cls(method=str(attrs["certificate_method"]), khat=float(attrs["certificate_khat"]),
+                   relative_ess=float(attrs["certificate_relative_ess"]),
+                   num_draws=int(attrs["certificate_num_draws"]),
+                   inner_draws=int(attrs["certificate_inner_draws"]) or None, levels=levels,
+                   joint_khat=float(attrs["certificate_joint_khat"]),
+                   joint_relative_ess=float(attrs["certificate_joint_relative_ess"]),
+                   log_marginal_likelihood=float(attrs["certificate_log_marginal_likelihood"]),
+                   threshold=float(attrs["certificate_threshold"]))
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"ok": self.ok}
+
+    def __str__(self) -> str:
+        verdict = "OK" if self.ok else "NOT CONFIRMED"
+        lines = [f"certificate ({self.method}, {self.num_draws} draws"
+                 + (f", {self.inner_draws} per group" if self.inner_draws else "") + f"): {verdict}",
+                 f"  k̂ {self.khat:.2f} (threshold {self.threshold:.2f}), relative ESS {self.relative_ess:.2f}"]
+        for plate, level in self.levels.items():
+            lines.append(f"  {plate}: worst k̂ {level['khat']:.2f} ({level['worst']}), "
+                         f"smallest relative ESS {level['relative_ess']:.2f}")
+        if self.method != "importance":
+            lines.append(f"  plain importance over all latents: k̂ {self.joint_khat:.2f}, "
+                         f"relative ESS {self.joint_relative_ess:.3f}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ImportanceResult:
+    """What :func:`importance` returns.
+
+    Attributes
+    ----------
+    values : dict of factor → unconstrained ``(1, N, *plates, dim)``
+        The proposal draws (``resample=None``) or the resampled, corrected ones.
+    probabilities : dict of group → {factor: ``(1, N, *plates, classes)``}
+        The classifiers' class probabilities of the same draws.
+    certificate : Certificate
+    joint_log_weights : array ``(S,)``
+        log p(θ, y) − log q(θ | y) of each proposal draw with its own locals
+        (−inf where the program's density is zero or not finite there).
+    """
+
+    values: dict
+    probabilities: dict
+    certificate: Certificate
+    joint_log_weights: np.ndarray
+
+
+def _tree_host(tree):
+    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+
+def _program_elements(prepared: PreparedData) -> int:
+    total = sum(int(np.prod(np.shape(v))) for v in prepared.data.values())
+    total += sum(int(np.prod(np.shape(m))) for m in prepared.masks.values())
+    return max(total, 1)
+
+
+def _evaluate(density, values: dict, chunk: int) -> dict:
+    """``density`` over the leading axis of ``values`` in chunks of ``chunk`` (the last one padded)."""
+    n = next(iter(values.values())).shape[0]
+    parts = []
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        index = np.minimum(np.arange(start, start + chunk), n - 1)
+        part = _tree_host(density({f: jnp.asarray(v[index]) for f, v in values.items()}))
+        parts.append({k: v[: stop - start] for k, v in part.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _total(parts: dict) -> np.ndarray:
+    total = np.asarray(parts["outer"], np.float64)
+    for name, value in parts.items():
+        if name != "outer":
+            total = total + np.asarray(value, np.float64).sum(axis=-1)
+    return total
+
+
+def _finite(values):
+    values = np.asarray(values, np.float64)
+    return np.where(np.isnan(values), -np.inf, values)
+
+
+def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: PreparedData,
+               key: jax.Array, *, num_draws: int, resample_to: int | None = None,
+               inner_draws: int | None = None, max_inner_draws: int = 256,
+               target_variance: float = 0.25, proposal=None, cache: dict | None = None) -> ImportanceResult:
+    """Importance weights of amortized draws under the program's density; optionally resampled.
+
+    Parameters
+    ----------
+    draw : callable
+        ``(key, data, masks, num_samples, fixed) -> LatentDraws`` (see
+        :func:`amortize.infer.make_latent_sampler`).
+    graph, factorization : the compiled program.
+    prepared : PreparedData
+        One data set, padded to the trained sizes.
+    key : PRNG key
+    num_draws : int
+        Outer proposal draws S.
+    resample_to : int, optional
+        Return this many draws resampled by the (Pareto-smoothed) weights
+        (``refine="psis"``); by default the proposal draws themselves come back
+        with the certificate.
+    inner_draws : int, optional
+        M, local draws per group and outer draw; by default chosen from a pilot
+        of 8 so that the summed variance of the groups' log p̂ is about
+        ``target_variance`` (a power of two, at least 4, at most
+        ``max_inner_draws`` and at most what keeps the inner work under about
+        3·10⁹ program array elements). A block holding only a mixture
+        indicator is summed over its K classes exactly instead (M = K).
+    proposal : LatentDraws, optional
+        Outer draws already made (``num_draws`` of them), reused instead of drawing new ones.
+    cache : dict, optional
+        Compiled density functions by padded sizes, kept between calls (the
+        amortizer keeps one), so a data set of known sizes compiles nothing.
+
+    Returns
+    -------
+    ImportanceResult
+
+    Raises
+    ------
+    RefineError
+        Fewer than :data:`MIN_DRAWS` draws, or a program site without a usable density.
+    """
+    if num_draws < MIN_DRAWS:
+        raise RefineError(f"Importance weights need at least {MIN_DRAWS} draws for a Pareto fit of their "
+                          f"tail; got {num_draws}. Ask for more draws (num_samples).")
+    padded = padded_from_prepared(prepared, graph)
+    blocks = block_plates(graph, factorization)
+    density = compiled_density(graph, factorization, padded, blocks, cache)
+
+    masks = {p: np.asarray(m[0]) for p, m in prepared.masks.items()}
+    factor_paths = {f.name: f.path for f in factorization}
+    first_key, inner_key, pilot_key, resample_key = jax.random.split(key, 4)
+    first = proposal if proposal is not None else draw(first_key, prepared.data, prepared.masks, num_draws)
+    first = _tree_host(first)
+    values = {f: v[0] for f, v in first.values.items()}
+    log_q = split_by_block({f: v[0] for f, v in first.log_q.items()}, factor_paths, masks, blocks)
+    log_q = _tree_host(log_q)
+    chunk = max(1, int(_WORK_ELEMENTS // (10 * _program_elements(prepared))))
+    try:
+        log_p = _evaluate(density, values, min(chunk, num_draws))
+    except NotImplementedError as error:
+        missing = _sites_without_density(graph, padded)
+        raise RefineError(
+            f"Site(s) {', '.join(f'`{n}` ({graph.sites[n].distribution})' for n in missing) or '?'} of the "
+            f"program have no log density (their distribution has no log_prob), so the program cannot "
+            f"weigh amortized draws: no certificate and no refinement. Sample with certify=False, or give "
+            f"the distribution a log_prob."
+        ) from error
+    joint = _finite(_total(log_p) - _total(log_q))
+    _, joint_khat = psis(joint)
+    joint_ess = float(relative_ess(psis(joint)[0]))
+    threshold = khat_threshold(num_draws)
+
+    if not blocks:
+        smoothed, khat = psis(joint)
+        certificate = Certificate("importance", khat, float(relative_ess(smoothed)), num_draws, None, {},
+                                  joint_khat, joint_ess, float(log_mean_exp(joint)), threshold)
+        selected = values
+        probabilities = {g: {f: v[0] for f, v in ps.items()} for g, ps in first.probabilities.items()}
+        if resample_to is not None:
+            index = resample(_rng(resample_key), smoothed, resample_to)
+            selected = {f: v[index] for f, v in values.items()}
+            probabilities = {g: {f: v[index] for f, v in ps.items()} for g, ps in probabilities.items()}
+        return ImportanceResult(_lead(selected), _lead(probabilities), certificate, joint)
+
+    inner = {f.name for f in factorization if f.path and f.path[0] in blocks}
+    outer = [f.name for f in factorization if f.name not in inner]
+    n_blocks = {p: masks[p].shape[0] if p in masks else 1 for p in blocks}
+    real = {p: np.asarray(prepared.instances[p][:, 0]) for p in blocks}
+
+    def inner_pass(index, m, key):
+        return inner_weights(draw, density, prepared, {f: values[f][index] for f in outer}, inner, m, key,
+                             blocks, chunk, factor_paths)
+
+    # A block holding only a mixture indicator (a classifier at the block's own level) is summed out
+    # exactly: enumeration is importance sampling with each class proposed once, q = 1/K.
+    classes = {factorization[f].classes for f in inner}
+    enumerated = (len(classes) == 1 and all(factorization[f].is_classifier and not factorization[f].markov
+                                            and len(factor_paths[f]) == 1 for f in inner))
+    if enumerated:
+        k = classes.pop()
+
+        def inner_pass(index, m, key):  # noqa: F811 (the exact version of the sampled pass above)
+            local = {f: np.repeat(values[f][index], k, axis=0) for f in outer}
+            for f in inner:
+                shape = values[f].shape[1:]
+                local[f] = np.broadcast_to(np.tile(np.arange(k, dtype=np.float32), len(index)).reshape(
+                    (-1,) + (1,) * len(shape)), (len(index) * k,) + shape)
+            lp = _evaluate(density, local, min(chunk, len(index) * k))
+            weights = {p: _finite(lp[p] + math.log(k)).reshape(len(index), k, n_blocks[p]) for p in blocks}
+            return weights, lp["outer"].reshape(len(index), k)[:, 0], None
+
+        inner_draws = k
+    elif inner_draws is None:
+        pilot_m = 8
+        pilot = np.arange(min(num_draws, 64))
+        weights, _, _ = inner_pass(pilot, pilot_m, pilot_key)
+        variance = 0.0
+        for p in blocks:
+            w = weights[p][..., real[p]]  # (s, m, j)
+            normalized = np.exp(w - log_mean_exp(w, axis=1)[:, None])
+            variance = variance + np.nansum(np.nanmean(normalized**2, axis=1) - 1.0, axis=-1) / pilot_m
+        needed = pilot_m * float(np.median(variance)) / target_variance
+        affordable = _INNER_WORK / (num_draws * _program_elements(prepared))
+        inner_draws = int(min(max_inner_draws, 2 ** math.ceil(math.log2(max(needed, 1.0))),
+                              2 ** math.floor(math.log2(max(affordable, 1.0)))))
+        inner_draws = max(4, inner_draws)
+    m = int(inner_draws)
+    per_chunk = max(1, min(num_draws, chunk // m if chunk >= m else 1))
+    outer_log_w = np.empty(num_draws)
+    inner_log_w = {p: np.empty((num_draws, m, n_blocks[p])) for p in blocks}
+    keep = resample_to is not None
+    stored, stored_probabilities = {}, {}
+    for i, start in enumerate(range(0, num_draws, per_chunk)):
+        index = np.arange(start, min(start + per_chunk, num_draws))
+        padded_index = np.minimum(np.arange(start, start + per_chunk), num_draws - 1)
+        weights, outer_lp, second = inner_pass(padded_index, m, jax.random.fold_in(inner_key, i))
+        n = len(index)
+        log_p_hat = 0.0
+        for p in blocks:
+            inner_log_w[p][index] = weights[p][:n]
+            log_p_hat = log_p_hat + log_mean_exp(weights[p][:n], axis=1).sum(axis=-1)
+        outer_log_w[index] = outer_lp[:n] + log_p_hat - log_q["outer"][index]
+        if keep and not enumerated:
+            for f in inner:
+                value = second.values[f][0]
+                stored.setdefault(f, []).append(value.reshape((per_chunk, m) + value.shape[1:])[:n])
+            for group, ps in second.probabilities.items():
+                for f, value in ps.items():
+                    if f in inner:
+                        stored_probabilities.setdefault(group, {}).setdefault(f, []).append(
+                            value[0].reshape((per_chunk, m) + value.shape[2:])[:n])
+    outer_log_w = _finite(outer_log_w)
+    smoothed, khat = psis(outer_log_w)
+    # Each level's own diagnostic: a group's weights given a global draw, with many local
+    # draws (DIAGNOSTIC_DRAWS) at a few global draws chosen by their weights.
+    levels = {}
+    if not enumerated:
+        typical = resample(_rng(jax.random.fold_in(pilot_key, 1)), smoothed, DIAGNOSTIC_GLOBALS)
+        weights, _, _ = inner_pass(typical, DIAGNOSTIC_DRAWS, jax.random.fold_in(pilot_key, 2))
+        levels = _level_diagnostics(weights, blocks, real, prepared)
+    method = "hierarchical importance, indicators summed out" if enumerated else "hierarchical importance"
+    certificate = Certificate(method, khat, float(relative_ess(smoothed)), num_draws, m,
+                              levels, joint_khat, joint_ess, float(log_mean_exp(outer_log_w)), threshold)
+    probabilities = {g: {f: v[0] for f, v in ps.items() if f not in inner}
+                     for g, ps in first.probabilities.items()}
+    if not keep:
+        # The proposal draws themselves, with their own locals.
+        probabilities = {g: {f: v[0] for f, v in ps.items()} for g, ps in first.probabilities.items()}
+        return ImportanceResult(_lead(values), _lead(probabilities), certificate, joint)
+
+    rng = _rng(resample_key)
+    index = resample(rng, smoothed, resample_to)
+    selected = {f: values[f][index] for f in outer}
+    probabilities = {g: {f: v[index] for f, v in ps.items()} for g, ps in probabilities.items()}
+    choice = {}
+    for p in blocks:
+        w = inner_log_w[p][index]  # (N, m, n_block)
+        gumbel = rng.gumbel(size=w.shape)
+        choice[p] = np.argmax(w + gumbel, axis=1)  # (N, n_block)
+    for f in inner:
+        p = factor_paths[f][0]
+        if enumerated:  # the chosen class, drawn from its exact conditional p(z_j | φ, y_j)
+            selected[f] = choice[p][..., None].astype(np.float32)
+            exact = np.exp(inner_log_w[p][index] - np.logaddexp.reduce(inner_log_w[p][index], axis=1)[:, None])
+            probabilities.setdefault("indicator_probabilities", {})[f] = np.moveaxis(exact, 1, -1)
+            continue
+        value = np.concatenate(stored[f])  # (S, m, n_block, ...)
+        selected[f] = value[index[:, None], choice[p], np.arange(n_blocks[p])[None, :]]
+    for group, ps in stored_probabilities.items():
+        for f, parts in ps.items():
+            p = factor_paths[f][0]
+            value = np.concatenate(parts)
+            probabilities.setdefault(group, {})[f] = value[index[:, None], choice[p],
+                                                           np.arange(n_blocks[p])[None, :]]
+    return ImportanceResult(_lead(selected), _lead(probabilities), certificate, joint)
+
+
+def compiled_density(graph: ModelGraph, factorization: Factorization, padded, blocks, cache: dict | None):
+    """``values -> {"outer", plate: ...}``: the program's log density on ``padded``'s data, compiled once
+    per padded sizes (kept in ``cache``; see :func:`~amortize.refine.density.log_density_function`)."""
+    cache = {} if cache is None else cache
+    cache_key = (tuple(sorted(padded.sizes.items())), blocks)
+    if cache_key not in cache:
+        cache[cache_key] = log_density_function(graph, factorization, padded.sizes, blocks)
+    compiled = cache[cache_key]
+    data = {n: jnp.asarray(v, jnp.float32) for n, v in padded.data.items()}
+    plate_masks = {p: jnp.asarray(m) for p, m in padded.masks.items()}
+    return lambda values: compiled(values, data, plate_masks)
+
+
+def inner_weights(draw, density, prepared: PreparedData, outer_values: dict, inner, m: int, key,
+                  blocks: tuple[str, ...], chunk: int, factor_paths: dict):
+    """Inner log weights of ``m`` local draws per group at each of ``n`` given outer draws.
+
+    Parameters
+    ----------
+    draw : the latent sampler; density : ``values -> {"outer", plate: ...}`` on ``prepared``
+    outer_values : dict of outer factor → unconstrained ``(n, *plates, dim)``
+    inner : names of the factors inside the blocks (drawn here, from the defensive mixture)
+
+    Returns
+    -------
+    weights : dict of block plate → ``(n, m, n_block)`` log p(θ_jm, y_j | φ) − log q(θ_jm | φ, y_j)
+    outer_log_p : ``(n,)`` the outer part of log p
+    draws : LatentDraws of the ``n · m`` inner draws (outer factors fixed), on the host
+    """
+    n = next(iter(outer_values.values())).shape[0]
+    fixed = {f: jnp.asarray(np.repeat(v, m, axis=0)[None]) for f, v in outer_values.items()}
+    second = _tree_host(draw(key, prepared.data, prepared.masks, n * m, fixed, DEFENSIVE))
+    local = {f: (second.values[f][0] if f in inner else np.repeat(outer_values[f], m, axis=0))
+             for f in second.values}
+    lp = _evaluate(density, local, min(chunk, n * m))
+    masks = {p: np.asarray(mask[0]) for p, mask in prepared.masks.items()}
+    lq = _tree_host(split_by_block({f: second.log_q[f][0] for f in inner}, factor_paths, masks, blocks))
+    weights = {p: _finite(lp[p] - lq[p]).reshape(n, m, -1) for p in blocks}
+    return weights, lp["outer"].reshape(n, m)[:, 0], second
+
+
+def _sites_without_density(graph: ModelGraph, padded) -> list[str]:
+    """Sites whose distribution raises NotImplementedError from log_prob, in a prior run on the data."""
+    from numpyro import handlers
+
+    from amortize.replay import masked_program, program_arguments
+
+    trace = handlers.trace(handlers.seed(masked_program(graph, padded), 0)).get_trace(
+        **program_arguments(graph, padded))
+    missing = []
+    for name in graph.sites:
+        try:
+            trace[name]["fn"].log_prob(trace[name]["value"])
+        except NotImplementedError:
+            missing.append(name)
+    return missing
+
+
+def _level_diagnostics(inner_log_w: dict, blocks, real: dict, prepared: PreparedData) -> dict:
+    """Per block plate: the worst group's median Pareto k̂ (over global draws) of its inner weights.
+
+    ``inner_log_w[plate]`` is ``(globals, draws, n_block)``: each group's log
+    weights p(θ_j, y_j | φ) / q(θ_j | φ, y_j) at a few global draws φ.
+    """
+    levels = {}
+    for p in blocks:
+        w = inner_log_w[p]
+        khats = np.array([np.median([psis(w[s, :, j])[1] for s in range(w.shape[0])]) for j in real[p]])
+        ess = np.array([np.mean(relative_ess(w[:, :, j], axis=1)) for j in real[p]])
+        khats = np.where(np.isnan(khats), np.inf, khats)
+        worst = int(np.argmax(khats))
+        levels[p] = {"khat": float(khats[worst]), "relative_ess": float(np.min(ess)),
+                     "worst": str(prepared.labels[p][worst])}
+    return levels
+
+
+def _rng(key) -> np.random.Generator:
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint32).tolist())
+
+
+def _lead(tree):
+    """Put back the leading data-set axis the samplers use: ``(N, ...)`` → ``(1, N, ...)``."""
+    if isinstance(tree, dict):
+        return {k: _lead(v) for k, v in tree.items()}
+    return np.asarray(tree)[None]

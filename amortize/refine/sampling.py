@@ -1,0 +1,187 @@
+"""One data set's posterior: amortized draws, their certificate, and the chosen refinement.
+
+This is the step between the networks and the DataTree that
+:meth:`amortize.Amortizer.sample` takes: draw from the amortizer, weight the
+draws by the program's density (:func:`~amortize.refine.importance.importance`),
+and, as asked, keep them, resample them (``"psis"``), or hand them to NUTS as
+its starting points and mass matrix (``"nuts"``; ``"auto"`` chooses by k̂).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+from amortize.data import PreparedData, padded_from_prepared, prepare_data
+from amortize.errors import CertificateWarning, RefineError
+from amortize.graph import Factorization, ModelGraph
+from amortize.infer import constrained, gather_instances
+from amortize.refine.importance import DEFENSIVE, Certificate, importance
+from amortize.refine.nuts import run_nuts, warm_start
+
+__all__ = ["Posterior", "posterior_draws", "REFINE_METHODS", "NUTS_DEFAULTS"]
+
+REFINE_METHODS = (None, "psis", "nuts", "auto")
+
+#: Settings of ``refine="nuts"`` (override with ``nuts_options``).
+NUTS_DEFAULTS = {"num_warmup": 200, "target_accept_prob": 0.8, "max_tree_depth": 10,
+                 "adapt_mass_matrix": False, "chain_method": "vectorized"}
+
+
+@dataclass
+class Posterior:
+    """Draws of one data set, ready for :func:`amortize.convert.to_datatree`.
+
+    Attributes
+    ----------
+    draws : dict of site → ``(N, [n_instances], *event)``
+    probabilities : dict of group → {indicator: ``(N, [n_instances], classes)``}
+    prepared : PreparedData
+        The data whose labels and values the tree carries.
+    attrs : dict
+        For the posterior group: ``refine``, ``refine_reason``, ``certificate_*``, NUTS statistics.
+    sample_stats : dict or None
+        Per-draw NUTS statistics after ``refine="nuts"``.
+    certificate : Certificate or None
+    """
+
+    draws: dict
+    probabilities: dict
+    prepared: PreparedData
+    attrs: dict = field(default_factory=dict)
+    sample_stats: dict | None = None
+    certificate: Certificate | None = None
+
+
+def _check(refine, nuts_options) -> dict:
+    if refine not in REFINE_METHODS:
+        raise RefineError(f"refine={refine!r} is not a refinement; use None, 'psis', 'nuts' or 'auto'.")
+    options = dict(NUTS_DEFAULTS)
+    unknown = set(nuts_options or {}) - set(options)
+    if unknown:
+        raise RefineError(f"Unknown nuts_options {sorted(unknown)}; the options are {sorted(options)}.")
+    options.update(nuts_options or {})
+    return options
+
+
+def _warn(certificate: Certificate, refined: str | None) -> None:
+    levels = "; ".join(f"plate `{p}`: worst local k̂ {lv['khat']:.2f} (instance {lv['worst']})"
+                       for p, lv in certificate.levels.items())
+    what = ("the importance-resampled draws are not reliable either" if refined == "psis"
+            else "the amortized draws may miss posterior mass")
+    warnings.warn(
+        f"The program's own density does not confirm this posterior: Pareto k̂ {certificate.khat:.2f} "
+        f"(threshold {certificate.threshold:.2f}){'; ' + levels if levels else ''}. So {what}. Either "
+        f"the networks are under-trained for these data (train longer: fit(time_limit=...)), or the data "
+        f"are unlike the training simulations (check their scale and sizes against the priors). For exact "
+        f"draws now, use sample(..., refine='nuts').",
+        CertificateWarning, stacklevel=4)
+
+
+def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data: Mapping[str, Any],
+                    num_samples: int, seed: int, *, index=None, coords=None, num_chains: int = 4,
+                    certify: bool = True, refine: str | None = None, proposals: int | None = None,
+                    nuts_options: Mapping[str, Any] | None = None, cache: dict | None = None) -> Posterior:
+    """Draw, certify and refine the posterior of one data set (see :meth:`Amortizer.sample`).
+
+    ``draw`` is the amortizer's latent sampler (:func:`amortize.infer.make_latent_sampler`);
+    ``cache`` keeps compiled program densities between calls. The networks
+    run at the data's own sizes (no padding to the trained maximum), compiled
+    once per distinct shape.
+    """
+    options = _check(refine, nuts_options)
+    prepared = prepare_data(graph, data, index=index, coords=coords)
+    key = jax.random.key(seed)
+    weigh = certify or refine is not None
+    if refine in ("psis", "auto"):
+        count = proposals or max(num_samples, 4000)
+    else:
+        count = proposals or max(num_samples, 1000) if weigh else num_samples
+    count = max(int(count), num_samples)
+    # psis weighs draws from the defensive mixture 0.9 q + 0.1 q_2 (bounded weights where q's tails
+    # are too light); the certificate of unrefined draws is that of q itself.
+    defensive = DEFENSIVE if refine in ("psis", "auto") else None
+    proposal = draw(key, prepared.data, prepared.masks, count, None, defensive)
+    attrs = {"refine": "none"}
+    certificate = None
+    values, probabilities = proposal.values, proposal.probabilities
+    joint_log_weights = None
+    if weigh:
+        try:
+            result = importance(draw, graph, factorization, prepared, jax.random.fold_in(key, 1),
+                                num_draws=count, proposal=proposal, cache=cache,
+                                resample_to=num_samples if refine in ("psis", "auto") else None)
+        except RefineError as error:
+            if refine is not None:
+                raise
+            warnings.warn(f"No certificate for this posterior: {error}", CertificateWarning, stacklevel=3)
+            attrs["certificate_method"] = "none"
+        else:
+            certificate = result.certificate
+            joint_log_weights = result.joint_log_weights
+            attrs.update(certificate.to_attrs())
+            if refine in ("psis", "auto"):
+                values, probabilities = result.values, result.probabilities
+    if refine is None or refine == "psis":
+        if refine == "psis":
+            attrs.update(refine="psis", refine_reason="asked for")
+        if certificate is not None and not certificate.ok:
+            _warn(certificate, refine)
+        return _finish(values, probabilities, prepared, graph, factorization, num_samples, attrs, certificate)
+    discrete = any(graph.sites[n].is_discrete for n in graph.latent_names)
+    if refine == "auto":
+        if certificate.ok:
+            attrs.update(refine="psis", refine_reason=f"k̂ {certificate.khat:.2f} at most "
+                                                      f"{certificate.threshold:.2f}")
+            return _finish(values, probabilities, prepared, graph, factorization, num_samples, attrs,
+                           certificate)
+        if discrete:
+            attrs.update(refine="psis", refine_reason="k̂ above the threshold, but NUTS cannot move "
+                                                      "the discrete latents")
+            _warn(certificate, "psis")
+            return _finish(values, probabilities, prepared, graph, factorization, num_samples, attrs,
+                           certificate)
+        attrs.update(refine_reason=f"k̂ {certificate.khat:.2f} above {certificate.threshold:.2f}")
+    else:
+        attrs.update(refine_reason="asked for")
+    return _nuts(proposal.values, joint_log_weights, prepared, graph, factorization, num_samples, seed,
+                 num_chains, options, attrs, certificate)
+
+
+def _finish(values, probabilities, prepared, graph, factorization, num_samples, attrs, certificate):
+    values = {f: np.asarray(v)[:, :num_samples] for f, v in values.items()}
+    probabilities = {g: {factorization[f].targets[0]: np.asarray(v)[:, :num_samples] for f, v in ps.items()}
+                     for g, ps in probabilities.items()}
+    draws = gather_instances(constrained(values, graph, factorization), prepared, graph)
+    probabilities = {g: gather_instances(ps, prepared, graph) for g, ps in probabilities.items()}
+    return Posterior({n: np.asarray(v) for n, v in draws.items()}, probabilities, prepared, attrs,
+                     None, certificate)
+
+
+def _nuts(values, log_weights, prepared, graph, factorization, num_samples, seed, num_chains, options, attrs,
+          certificate):
+    padded = padded_from_prepared(prepared, graph)
+    start = {n: np.asarray(v)[0] for n, v in constrained(
+        {f: np.asarray(v) for f, v in values.items()}, graph, factorization).items()}
+    rng = np.random.default_rng(seed)
+    init_params, inverse_mass_matrix = warm_start(graph, padded, start, num_chains, rng, log_weights)
+    dense = next(iter(inverse_mass_matrix.values())).ndim == 2
+    run = run_nuts(graph, prepared, seed=seed, num_warmup=int(options["num_warmup"]),
+                   num_samples=int(math.ceil(num_samples / num_chains)), num_chains=num_chains,
+                   target_accept_prob=options["target_accept_prob"], max_tree_depth=options["max_tree_depth"],
+                   chain_method=options["chain_method"], init_params=init_params,
+                   inverse_mass_matrix=inverse_mass_matrix, dense_mass=dense,
+                   adapt_mass_matrix=bool(options["adapt_mass_matrix"]))
+    attrs.update(refine="nuts", max_rhat=run.worst_rhat, divergences=run.divergences,
+                 converged=int(run.converged), num_warmup=int(options["num_warmup"]))
+    if not run.converged:
+        warnings.warn(
+            f"refine='nuts' did not converge: max R-hat {run.worst_rhat:.3f}, {run.divergences} divergent "
+            f"transitions. Run more warm-up (nuts_options={{'num_warmup': 1000}}) or raise "
+            f"target_accept_prob.", CertificateWarning, stacklevel=4)
+    return Posterior(run.draws, {}, prepared, attrs, run.stats, certificate)

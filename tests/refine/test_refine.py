@@ -1,0 +1,160 @@
+"""Certificates and refine= on the conjugate two-level model, whose posterior is known in closed form.
+
+One amortizer, deliberately trained for only a few hundred steps on 2-120
+groups, is wide of the exact posterior; the program's density must certify
+where that is harmless and correct it to the closed form within Monte Carlo
+error.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import amortize as am
+from amortize.models import conjugate_normal
+
+SIZES = {"group": (2, 120), "obs": (1, 6)}
+
+
+@pytest.fixture(scope="module")
+def short_trained():
+    """The conjugate model after 300 steps of 32 (about half a minute): calibrated-ish, far from sharp."""
+    amortizer = am.compile(conjugate_normal.model, data=["y"], sizes=SIZES,
+                           network=am.NetworkConfig(summary_width=32, flow_hidden=32, flow_layers=2))
+    amortizer.fit(steps=300, batch_size=32, seed=0, progress=False)
+    return amortizer
+
+
+def _groups(n_groups, seed):
+    rng = np.random.default_rng(seed)
+    theta = rng.normal(0.3, conjugate_normal.TAU, n_groups)
+    return [rng.normal(t, conjugate_normal.SIGMA, rng.integers(1, 7)) for t in theta]
+
+
+def _errors(tree, exact):
+    posterior = tree["posterior"]
+    mu = posterior["mu"].values.reshape(-1)
+    theta = posterior["theta"].values.reshape(-1, len(exact["theta_sd"]))
+    means = np.append(mu.mean(), theta.mean(0))
+    sds = np.append(mu.std(), theta.std(0))
+    exact_means = np.append(exact["mu_mean"], exact["theta_mean"])
+    exact_sds = np.append(exact["mu_sd"], exact["theta_sd"])
+    return np.abs(means - exact_means) / exact_sds, np.abs(sds / exact_sds - 1)
+
+
+@pytest.mark.parametrize("n_groups", [5, 40])
+def test_psis_matches_the_closed_form_where_the_amortized_draws_do_not(short_trained, n_groups):
+    groups = _groups(n_groups, seed=n_groups)
+    exact = conjugate_normal.exact_posterior(groups)
+    num = 4000
+    refined = short_trained.sample({"y": groups}, num, seed=1, refine="psis")
+    certificate = am.certificate(refined)
+    assert certificate.method == "hierarchical importance"
+    assert certificate.ok
+    # Monte Carlo error of a mean of N draws resampled from S weighted ones with effective
+    # size ESS: variance (1/ESS + 1/N) posterior variances; an sd's relative error ~ 1/sqrt(2 ESS).
+    ess = certificate.relative_ess * certificate.num_draws
+    mean_se = math.sqrt(1 / ess + 1 / num)
+    sd_se = math.sqrt(1 / (2 * ess) + 1 / (2 * num))
+    mean_error, sd_error = _errors(refined, exact)
+    assert np.all(mean_error < 3 * mean_se), (mean_error.max(), mean_se)
+    assert np.all(sd_error < 0.05 + 3 * sd_se), (sd_error.max(), sd_se)
+    # The same amortizer's own draws miss these bounds.
+    raw = short_trained.sample({"y": groups}, num, seed=1, certify=False)
+    raw_mean_error, raw_sd_error = _errors(raw, exact)
+    raw_se = math.sqrt(1 / num)
+    assert np.any(raw_mean_error > 3 * raw_se) or np.any(raw_sd_error > 0.05 + 3 * raw_se)
+
+
+def test_hierarchical_importance_keeps_its_ess_at_a_hundred_groups(short_trained):
+    tree = short_trained.sample({"y": _groups(110, seed=3)}, 1000, seed=2)
+    certificate = am.certificate(tree)
+    assert certificate.inner_draws >= 4
+    assert certificate.relative_ess > 0.10
+    # Plain importance sampling over all 111 latents on the same proposal is reported beside it.
+    assert 0 <= certificate.joint_relative_ess < certificate.relative_ess
+    assert set(certificate.levels) == {"group"}
+
+
+def test_data_far_outside_the_simulations_fail_the_certificate_with_a_warning(short_trained):
+    groups = [1000.0 * g for g in _groups(10, seed=4)]
+    with pytest.warns(am.CertificateWarning, match="does not confirm"):
+        tree = short_trained.sample({"y": groups}, 1000, seed=0)
+    certificate = am.certificate(tree)
+    assert not certificate.ok
+    assert certificate.khat > 0.7
+
+
+def test_certificate_attributes_and_the_off_switch(short_trained):
+    data = {"y": _groups(6, seed=5)}
+    tree = short_trained.sample(data, 400, seed=0)
+    attrs = tree["posterior"].attrs
+    assert attrs["refine"] == "none"
+    assert {"certificate_khat", "certificate_relative_ess", "certificate_group_khat"} <= set(attrs)
+    # The certificate's draws are the same draws an uncertified call returns.
+    plain = short_trained.sample(data, 400, seed=0, certify=False)
+    assert "certificate_khat" not in plain["posterior"].attrs
+    np.testing.assert_array_equal(plain["posterior"]["mu"].values, tree["posterior"]["mu"].values)
+    with pytest.raises(am.RefineError, match="certify=True"):
+        am.certificate(plain)
+
+
+def test_ten_draws_just_work(short_trained):
+    tree = short_trained.sample({"y": _groups(6, seed=6)}, 10, seed=0)
+    assert tree["posterior"].sizes["chain"] * tree["posterior"].sizes["draw"] == 10
+    assert am.certificate(tree).num_draws >= 1000
+
+
+def test_auto_says_which_method_ran_and_why(short_trained):
+    tree = short_trained.sample({"y": _groups(5, seed=7)}, 1000, seed=0, refine="auto")
+    attrs = tree["posterior"].attrs
+    assert attrs["refine"] == "psis"
+    assert "k̂" in attrs["refine_reason"]
+
+
+def test_nuts_refinement_matches_the_closed_form(short_trained):
+    groups = _groups(5, seed=8)
+    exact = conjugate_normal.exact_posterior(groups)
+    tree = short_trained.sample({"y": groups}, 2000, seed=0, refine="nuts")
+    attrs = tree["posterior"].attrs
+    assert attrs["refine"] == "nuts" and attrs["divergences"] == 0 and attrs["max_rhat"] < 1.02
+    assert "sample_stats" in tree.children
+    mean_error, sd_error = _errors(tree, exact)
+    # NUTS draws are autocorrelated: allow an effective size of a quarter of the draws.
+    assert np.all(mean_error < 3 * math.sqrt(4 / 2000))
+    assert np.all(sd_error < 0.1)
+
+
+def test_bad_refine_requests_are_refused(short_trained):
+    data = {"y": _groups(5, seed=9)}
+    with pytest.raises(am.RefineError, match="not a refinement"):
+        short_trained.sample(data, 100, refine="exact")
+    with pytest.raises(am.RefineError, match="at least 100"):
+        short_trained.sample(data, 20, refine="psis", proposals=50)
+    with pytest.raises(am.RefineError, match="nuts_options"):
+        short_trained.sample(data, 100, refine="nuts", nuts_options={"warmup": 5})
+
+
+class SimulatorOnly(dist.Normal):
+    """A Normal that can only simulate: what a black-box simulator looks like to amortize."""
+
+    def log_prob(self, value):
+        raise NotImplementedError
+
+
+def simulator_program(n_group, n_obs, y=None):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("group", n_group, dim=-2):
+        theta = numpyro.sample("theta", dist.Normal(mu, 0.5))
+        with numpyro.plate("obs", n_obs, dim=-1):
+            numpyro.sample("y", SimulatorOnly(theta, 1.0), obs=y)
+
+
+def test_a_program_without_a_density_is_refused_by_name():
+    # The factorization and the certificate both need every site's log density.
+    with pytest.raises(am.ModelError, match="`y`.*log_prob"):
+        am.compile(simulator_program, data=["y"], sizes={"group": (2, 6), "obs": (1, 6)})
