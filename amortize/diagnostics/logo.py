@@ -1,23 +1,22 @@
 """Leave-one-group-out cross-validation with no refit.
 
 For each instance ``j`` of a top-level plate (a group), the trained amortizer
-draws the posterior given the other groups: the group is masked out of the
-data, exactly as if it had never been observed (the summary networks are
-masked, so an absent group and a masked one are the same input). All groups
-are left out in one batched sampler call. The left-out group's local
-parameters are then drawn from their prior given each posterior draw of the
-rest, and
+draws the global parameters given the other groups: the group is masked out
+of the data, exactly as if it had never been observed (the summary networks
+are masked, so an absent group and a masked one are the same input). All
+groups are left out in batched sampler calls. The left-out group's predictive
+density at each global draw is then estimated by importance sampling with
+the group's own amortized local posterior as proposal (M local draws from
+q(θ_j | φ, y_j), the defensive mixture of :mod:`amortize.refine.importance`):
 
-    elpd_j = log (1/S) Σ_s p(y_j | θ_j^(s), φ^(s)),   θ_j^(s) ~ p(θ_j | φ^(s)),  φ^(s) ~ q(φ | y_−j)
+    p̂(y_j | φ) = (1/M) Σ_m p(θ_jm, y_j | φ) / q(θ_jm | φ, y_j)
+    elpd_j = log (1/S) Σ_s p̂(y_j | φ^(s)),   φ^(s) ~ q(φ | y_−j)
 
-is a Monte Carlo estimate of log p(y_j | y_−j) (computed with a log-sum-exp).
-The result is ArviZ's ``ELPDDataLOOKFold`` (one fold per group), so
-``arviz.compare`` ranks models by it.
-
-A warning is raised when the Monte Carlo estimate of a group rests on few
-draws (effective sample size of the importance weights below
-``min_effective_draws``): groups with many observations make the prior draws
-of their parameters a poor proposal; raise ``num_samples`` then.
+The older estimator drew θ_j from its prior, which leaves few effective
+draws for groups with many observations. Each fold reports the Pareto k̂ of
+the terms it averages (``pareto_k``): above 0.7 its estimate rests on a few
+draws; raise ``num_samples``. The result is ArviZ's ``ELPDDataLOOKFold`` (one
+fold per group), so ``arviz.compare`` ranks models by it.
 """
 
 from __future__ import annotations
@@ -31,9 +30,11 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from amortize.convert import padded_from_prepared
-from amortize.data import prepare_data
+from amortize.data import padded_from_prepared, prepare_data, select_instance
 from amortize.errors import AmortizeError
+from amortize.infer import constrained
+from amortize.refine.importance import compiled_density, inner_weights
+from amortize.refine.psis import khat_threshold, log_mean_exp, psis
 from amortize.replay import log_likelihood_function, substitutes
 
 __all__ = ["logo", "elpd_difference", "LOGOWarning"]
@@ -69,7 +70,7 @@ def _group_log_likelihood(values: dict, graph, plate: str, group: int) -> np.nda
 
 def logo(amortizer, data: Mapping[str, Any], *, plate: str | None = None, num_samples: int = 4000,
          seed: int = 0, index: Mapping[str, Any] | None = None, coords: Mapping[str, Any] | None = None,
-         chunk: int = 8, min_effective_draws: float = 100.0):
+         chunk: int = 8, inner_draws: int = 16):
     """Leave-one-group-out ELPD of ``data`` under a trained amortizer, without refitting.
 
     Parameters
@@ -86,15 +87,17 @@ def logo(amortizer, data: Mapping[str, Any], *, plate: str | None = None, num_sa
     index, coords : as for :meth:`Amortizer.sample`.
     chunk : int
         Left-out data sets per sampler call.
-    min_effective_draws : float
-        Warn when a group's Monte Carlo estimate has fewer effective draws.
+    inner_draws : int
+        M, draws of the left-out group's local parameters per global draw.
 
     Returns
     -------
     arviz_stats.ELPDDataLOOKFold
         ``elpd`` (sum over groups), ``se`` (sqrt(J · var(elpd_j))), ``p`` (Σ lpd_j − elpd_j,
         with lpd_j the in-sample log predictive density), ``elpd_i`` (per group,
-        dim ``plate``), ``p_kfold_i``; ``n_data_points`` is the number of groups.
+        dim ``plate``), ``p_kfold_i``, ``pareto_k`` (per group: k̂ of the
+        terms averaged; ``good_k`` is the threshold); ``n_data_points`` is the
+        number of groups.
 
     Raises
     ------
@@ -124,56 +127,59 @@ def logo(amortizer, data: Mapping[str, Any], *, plate: str | None = None, num_sa
         raise AmortizeError(
             f"Leave-one-group-out CV needs at least two instances of `{plate}`; the data have {n_groups}."
         )
-    sampler = amortizer._get_sampler()  # raises if untrained
+    draw = amortizer.latent_sampler()  # raises if untrained
+    factorization = amortizer.factorization
     padded = padded_from_prepared(prepared, graph)
-    inside = tuple(n for n in graph.latent_names if graph.sites[n].path[:1] == (plate,))
-    keep = tuple(n for n in graph.latent_names if n not in inside)
-    heldout_ll = log_likelihood_function(graph, padded, keep)
     insample_ll = log_likelihood_function(graph, padded, tuple(graph.latent_names))
     key = jax.random.key(seed)
-    draw_key, prior_key, full_key = jax.random.split(key, 3)
-
-    def to_padded(draws, row):
-        return {n: np.asarray(v[row]) for n, v in draws.items()}
+    draw_key, inner_key, full_key = jax.random.split(key, 3)
 
     # In-sample lpd_j from the full-data posterior (for p_kfold).
-    full = jax.device_get(sampler(full_key, prepared.data, prepared.masks, num_samples))
-    values = jax.device_get(insample_ll(jax.random.split(full_key, num_samples),
-                                        substitutes(graph, to_padded(full, 0))))
+    full = draw(full_key, prepared.data, prepared.masks, num_samples)
+    sites = jax.device_get(constrained({f: v[0] for f, v in full.values.items()}, graph, factorization))
+    values = jax.device_get(insample_ll(jax.random.split(full_key, num_samples), substitutes(graph, sites)))
     lpd = np.array([logsumexp(_group_log_likelihood(values, graph, plate, j)) - math.log(num_samples)
                     for j in range(n_groups)])
 
+    inner = {f.name for f in factorization if f.path[:1] == (plate,)}
+    outer = [f.name for f in factorization if f.name not in inner]
+    paths = {f.name: f.path for f in factorization}
+    cache = {}
     elpd = np.empty(n_groups)
-    effective = np.empty(n_groups)
+    pareto_k = np.empty(n_groups)
     groups = [int(g) for g in prepared.instances[plate][:, 0]]
     for start in range(0, n_groups, chunk):
         batch = groups[start:start + chunk]
         data_batch = {n: np.repeat(v, len(batch), axis=0) for n, v in prepared.data.items()}
         mask_batch = _leave_out_masks(prepared.masks, graph, plate, batch)
-        draws = jax.device_get(sampler(jax.random.fold_in(draw_key, start), data_batch, mask_batch, num_samples))
+        held_out = jax.device_get(draw(jax.random.fold_in(draw_key, start), data_batch, mask_batch,
+                                       num_samples).values)
         for row, group in enumerate(batch):
-            keys = jax.random.split(jax.random.fold_in(prior_key, group), num_samples)
-            values = jax.device_get(heldout_ll(keys, substitutes(graph, to_padded(draws, row), keep)))
-            log_weights = _group_log_likelihood(values, graph, plate, group)
+            single = select_instance(prepared, graph, plate, group)
+            density = compiled_density(graph, factorization, padded_from_prepared(single, graph), (plate,), cache)
+            weights, _, _ = inner_weights(draw, density, single, {f: np.asarray(held_out[f][row]) for f in outer},
+                                          inner, inner_draws, jax.random.fold_in(inner_key, group), (plate,),
+                                          max(num_samples * inner_draws, 1), paths)
+            terms = log_mean_exp(weights[plate][..., 0], axis=1)  # log p̂(y_j | φ_s), (S,)
             j = start + row
-            elpd[j] = logsumexp(log_weights) - math.log(num_samples)
-            weights = np.exp(log_weights - log_weights.max())
-            effective[j] = weights.sum() ** 2 / np.sum(weights**2)
+            elpd[j] = log_mean_exp(terms)
+            pareto_k[j] = psis(terms)[1]
 
     labels = prepared.labels[plate]
-    poor = [str(labels[j]) for j in np.flatnonzero(effective < min_effective_draws)]
+    poor = [str(labels[j]) for j in np.flatnonzero(~(pareto_k <= khat_threshold(num_samples)))]
     if poor:
         warnings.warn(
-            f"The Monte Carlo estimate of the left-out predictive density rests on fewer than "
-            f"{min_effective_draws:g} effective draws for {len(poor)} group(s) of `{plate}` "
-            f"({', '.join(poor[:5])}{', ...' if len(poor) > 5 else ''}); raise num_samples.",
+            f"The Monte Carlo estimate of the left-out predictive density is unreliable (Pareto k̂ above "
+            f"{khat_threshold(num_samples):.2f}) for {len(poor)} group(s) of `{plate}` "
+            f"({', '.join(poor[:5])}{', ...' if len(poor) > 5 else ''}); raise num_samples, or train longer.",
             LOGOWarning, stacklevel=2)
     elpd_i = xr.DataArray(elpd, dims=[plate], coords={plate: labels}, name="elpd_logo")
     p_i = xr.DataArray(lpd - elpd, dims=[plate], coords={plate: labels}, name="p_logo")
     return ELPDDataLOOKFold(
         elpd=float(elpd.sum()), se=float(math.sqrt(n_groups * np.var(elpd))), p=float(np.sum(lpd - elpd)),
         n_samples=int(num_samples), n_data_points=n_groups, scale="log", warning=bool(poor),
-        good_k=None, elpd_i=elpd_i, n_folds=n_groups, p_kfold_i=p_i)
+        good_k=khat_threshold(num_samples), elpd_i=elpd_i, n_folds=n_groups, p_kfold_i=p_i,
+        pareto_k=xr.DataArray(pareto_k, dims=[plate], coords={plate: labels}, name="pareto_k"))
 
 
 def elpd_difference(a, b) -> dict:

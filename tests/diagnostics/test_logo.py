@@ -74,3 +74,17 @@ def test_logo_rejects_a_single_group_and_a_program_without_groups(trained_conjug
     amortizer = am.compile(no_groups, data=["y"], sizes={})
     with pytest.raises(am.AmortizeError, match="needs groups"):
         logo(amortizer, {"y": np.zeros(3)})
+
+
+def test_every_fold_reports_its_pareto_k_and_a_large_group_keeps_its_draws(trained_conjugate):
+    # A group of many observations: its prior is a poor proposal for p(y_j | mu), its local
+    # amortized posterior a good one. The exact elpd is known; the estimate must be within
+    # the accuracy bound and every fold's k̂ reliable.
+    rng = np.random.default_rng(5)
+    groups = GROUPS[:3] + [rng.normal(0.7, cn.SIGMA, 6)]
+    result = logo(trained_conjugate, {"y": groups}, num_samples=2000, seed=1)
+    assert result.pareto_k.shape == (4,)
+    assert np.all(result.pareto_k.values <= result.good_k)
+    exact = exact_elpd(groups, 3)
+    bound = max(abs(exact_elpd(groups, 3, s, k) - exact) for s in (-0.15, 0.15) for k in (0.85, 1.15))
+    assert abs(result.elpd_i.values[3] - exact) <= bound + 0.05
