@@ -28,8 +28,8 @@ class DataError(AmortizeError, ValueError):
     """Data passed to :meth:`Amortizer.sample` does not fit the compiled program."""
 
 
-class TrainingError(AmortizeError, RuntimeError):
-    """Training cannot go on (for example, the loss stays non-finite)."""
+class TrainingError(AmortizeError, ValueError, RuntimeError):
+    """Training cannot start or go on (a non-positive budget; a loss that stays non-finite)."""
 
 
 class AmortizerFileError(AmortizeError, OSError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Mapping
@@ -78,13 +79,27 @@ def _describe_mismatch(saved: dict, current: dict) -> str:
 
 
 def _write_archive(path, manifest: dict, network, programs) -> None:
+    """Write the archive atomically: to a temporary file beside ``path``, then renamed over it, so a
+    crash mid-save never leaves a corrupted file where a good one was."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise AmortizerFileError(f"Cannot save to {path}: the folder {path.parent} does not exist. "
+                                 f"Create it first (Path(...).mkdir(parents=True)).")
+    if path.is_dir():
+        raise AmortizerFileError(f"Cannot save to {path}: it is a folder. Give a file name, e.g. {path / 'model.amortizer'}.")
     weights = _flatten(nnx.to_pure_dict(nnx.state(network)))
     buffer = io.BytesIO()
     np.savez(buffer, **weights)
-    with zipfile.ZipFile(Path(path), "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("manifest.json", json.dumps(manifest, indent=1))
-        archive.writestr("weights.npz", buffer.getvalue())
-        archive.writestr("program.pkl", cloudpickle.dumps(programs))
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("manifest.json", json.dumps(manifest, indent=1))
+            archive.writestr("weights.npz", buffer.getvalue())
+            archive.writestr("program.pkl", cloudpickle.dumps(programs))
+        os.replace(temporary, path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
 
 
 def _fill_weights(network, weights_bytes: bytes, path: Path) -> None:
@@ -172,6 +187,9 @@ def load(path, model=None):
     path = Path(path)
     if not path.exists():
         raise AmortizerFileError(f"No saved amortizer at {path}: the file does not exist.")
+    if path.is_dir():
+        raise AmortizerFileError(f"{path} is a folder, not a saved amortizer; give the file written by "
+                                 f"`amortizer.save(path)`.")
     try:
         with zipfile.ZipFile(path) as archive:
             manifest = json.loads(archive.read("manifest.json"))

@@ -132,9 +132,10 @@ def checked_budget(steps: int | None, batch_size: int, time_limit: float | None)
     if steps is None and time_limit is None:
         steps = 5000
     if (steps is not None and steps < 1) or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be positive; got steps={steps}, batch_size={batch_size}.")
+        raise TrainingError(f"steps and batch_size must be positive integers; got steps={steps}, "
+                            f"batch_size={batch_size}.")
     if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"time_limit is in seconds and must be positive; got {time_limit}.")
+        raise TrainingError(f"time_limit is in seconds and must be positive; got {time_limit}.")
     return steps
 
 

@@ -265,3 +265,32 @@ def test_set_transformer_summary_end_to_end():
     b, _ = amortizer.draws({k: v[order] for k, v in data.items()}, 500, seed=2)
     np.testing.assert_allclose(a["mu"], b["mu"], rtol=1e-4, atol=1e-4)  # attention pooling is invariant
     assert a["theta"].shape == (500, 8)
+
+
+def test_user_errors_of_fit_save_and_load_are_amortize_errors(quick_two_level, tmp_path):
+    for kwargs in ({"steps": 0}, {"batch_size": 0}, {"time_limit": -1}):
+        with pytest.raises(am.TrainingError, match="positive"):
+            quick_two_level.fit(progress=False, **kwargs)
+    with pytest.raises(am.AmortizerFileError, match="does not exist"):
+        quick_two_level.save(tmp_path / "missing" / "model.amortizer")
+    with pytest.raises(am.AmortizerFileError, match="is a folder"):
+        am.load(tmp_path)
+
+
+def test_save_is_atomic(quick_two_level, tmp_path, monkeypatch):
+    # A crash in the middle of writing leaves the earlier file intact and no temporary behind.
+    import amortize.persist as persist
+
+    path = tmp_path / "model.amortizer"
+    quick_two_level.save(path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(persist.cloudpickle, "dumps", crash)
+    with pytest.raises(KeyboardInterrupt):
+        quick_two_level.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.amortizer"]
+    am.load(path)
