@@ -20,6 +20,7 @@ from amortize.errors import AmortizeError, DataError
 from amortize.graph import Factorization, ModelGraph, build_graph, factorize
 from amortize.infer import gather_instances, make_latent_sampler, make_sampler
 from amortize.refine.sampling import posterior_draws
+from amortize.simulate import simulate_data_set
 from amortize.train import TrainConfig, checked_budget, chunked_simulator, fit_network, set_standardization
 
 __all__ = ["Amortizer", "compile"]
@@ -273,6 +274,31 @@ class Amortizer:
                            class_probabilities=posterior.probabilities)
         tree["posterior"].attrs.update(posterior.attrs)
         return tree
+
+    def simulate(self, sizes: Mapping[str, int], seed: int = 0) -> tuple[dict, dict]:
+        """Draw one test data set from the program, with the parameters it was drawn with.
+
+        Parameters
+        ----------
+        sizes : mapping of plate → int
+            Every plate's size, e.g. ``{"group": 8, "obs": 5}``.
+        seed : int
+
+        Returns
+        -------
+        truth : dict of latent site → array ``(*plates, *event)``
+        data : dict of data site → array ``(*plates, *event)``, ready for :meth:`sample`
+
+        Examples
+        --------
+        >>> truth, data = amortizer.simulate({"group": 8, "obs": 5}, seed=1)  # doctest: +SKIP
+        >>> idata = amortizer.sample(data)                                     # doctest: +SKIP
+        """
+        missing = set(self.graph.plates) - set(sizes)
+        if missing:
+            raise DataError(f"simulate() needs the size of every plate; missing {sorted(missing)} "
+                            f"(plates: {', '.join(self.graph.plates)}).")
+        return simulate_data_set(jax.random.key(seed), self.graph, {p: int(sizes[p]) for p in self.graph.plates})
 
     def latent_sampler(self):
         """The jitted unconstrained sampler with log q (see :func:`amortize.infer.make_latent_sampler`)."""

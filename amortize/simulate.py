@@ -32,6 +32,7 @@ __all__ = [
     "pack_factor",
     "unpack_factor",
     "level_shape",
+    "simulate_data_set",
 ]
 
 
@@ -252,3 +253,25 @@ def simulate(
         valid &= finite.reshape(batch_size, -1).all(axis=1)
         data[name] = jnp.where(mask & finite, data[name], 0.0)
     return Simulation(latents=latents, data=data, masks=masks, valid=valid)
+
+
+def simulate_data_set(key: jax.Array, graph: ModelGraph, sizes) -> tuple[dict, dict]:
+    """One data set drawn from the program with known parameters, in the form ``sample`` takes.
+
+    Parameters
+    ----------
+    key : PRNG key
+    graph : ModelGraph
+    sizes : mapping of plate → int
+        The size of every plate (rectangular: the same number of instances in every enclosing instance).
+
+    Returns
+    -------
+    truth : dict of latent site → ``(*plates, *event)`` NumPy array
+        The parameters the data were drawn with (plates in nesting order).
+    data : dict of data site → ``(*plates, *event)`` NumPy array
+        Ready for :meth:`amortize.Amortizer.sample`.
+    """
+    trace = handlers.trace(handlers.seed(graph.model, key)).get_trace(**graph.program_kwargs(sizes))
+    values = {name: np.asarray(to_canonical(trace[name]["value"], site)) for name, site in graph.sites.items()}
+    return ({n: values[n] for n in graph.latent_names}, {n: values[n] for n in graph.data_names})

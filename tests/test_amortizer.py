@@ -294,3 +294,17 @@ def test_save_is_atomic(quick_two_level, tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.amortizer"]
     am.load(path)
+
+
+def test_simulate_draws_a_test_data_set_that_sample_takes(quick_two_level):
+    truth, data = quick_two_level.simulate({"group": 5, "obs": 3}, seed=4)
+    assert truth["theta"].shape == (5,) and data["y"].shape == (5, 3)
+    # The data were drawn around the true group effects with the true noise sd.
+    residuals = (data["y"] - truth["theta"][:, None]) / truth["sigma"]
+    assert np.all(np.abs(residuals) < 6)
+    again, _ = quick_two_level.simulate({"group": 5, "obs": 3}, seed=4)
+    np.testing.assert_array_equal(again["theta"], truth["theta"])
+    tree = quick_two_level.sample(data, 100, certify=False)
+    assert tree["posterior"].sizes["group"] == 5
+    with pytest.raises(am.DataError, match="obs"):
+        quick_two_level.simulate({"group": 5})

@@ -70,51 +70,114 @@ def _flat_variables(tree, var_names):
     return rows
 
 
-def plot_intervals(tree, var_names=None, path=None, reference: dict | None = None):
-    """Forest plot: posterior median, 50% and 94% intervals of each variable.
+def _series(posteriors, reference) -> list[tuple[str, object]]:
+    """(label, tree) pairs to draw: one tree, or a mapping of label → tree, then the reference tree."""
+    if hasattr(posteriors, "children"):
+        series = [("amortized", posteriors)]
+    else:
+        series = list(dict(posteriors).items())
+    if reference is not None and hasattr(reference, "children"):
+        series.append(("reference", reference))
+    return series
+
+
+def plot_intervals(posteriors, var_names=None, path=None, reference=None, *, prob: float = 0.89):
+    """Forest plot: median, 50% and ``prob`` central intervals of each variable, one row per parameter.
 
     Parameters
     ----------
-    tree : xarray.DataTree
-        Posterior as returned by :meth:`Amortizer.sample`.
+    posteriors : xarray.DataTree or mapping of label → DataTree
+        Posteriors as :meth:`Amortizer.sample` returns them (e.g. amortized and
+        refined); each is drawn in its own colour, offset within the row.
     var_names : list of str, optional
     path : str or Path, optional
-    reference : dict of label → (mean, sd), optional
-        Reference posterior summaries (e.g. NUTS) drawn as open markers.
+    reference : xarray.DataTree, optional
+        A reference posterior (NUTS, posteriordb) drawn the same way, so the
+        comparison is like for like. A mapping of label → (mean, sd) is still
+        accepted and drawn as mean ± sd.
+    prob : float
+        Outer interval (0.89, ArviZ's default for summaries).
     """
-    rows = _flat_variables(tree, var_names)
-    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(rows) + 1.2))
-    for i, (label, values) in enumerate(rows):
-        q = np.percentile(values, [3, 25, 50, 75, 97])
-        y = len(rows) - 1 - i
-        ax.plot([q[0], q[4]], [y, y], color="C0", lw=1.2)
-        ax.plot([q[1], q[3]], [y, y], color="C0", lw=3.5)
-        ax.plot(q[2], y, "o", color="white", mec="C0", ms=5)
-        if reference and label in reference:
-            mean, sd = reference[label]
-            ax.errorbar(mean, y - 0.3, xerr=sd, fmt="s", color="C1", ms=4, lw=1,
-                        label="reference mean ± sd" if i == 0 or "ref" not in ax.get_legend_handles_labels()[1] else None)
-    ax.set_yticks(range(len(rows)), [r[0] for r in rows][::-1])
-    ax.set_title("Posterior medians, 50% and 94% intervals")
+    series = _series(posteriors, reference)
+    rows = [label for label, _ in _flat_variables(series[0][1], var_names)]
+    tails = 100 * (1 - prob) / 2
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(rows) * max(1, len(series) / 2) + 1.4))
+    step = 0.6 / max(len(series), 1)
+    for k, (name, tree) in enumerate(series):
+        values = dict(_flat_variables(tree, var_names))
+        colour = "0.2" if name == "reference" else f"C{k}"
+        for i, label in enumerate(rows):
+            if label not in values:
+                continue
+            q = np.percentile(values[label], [tails, 25, 50, 75, 100 - tails])
+            y = len(rows) - 1 - i + 0.3 - step * (k + 0.5)
+            ax.plot([q[0], q[4]], [y, y], color=colour, lw=1.2)
+            ax.plot([q[1], q[3]], [y, y], color=colour, lw=3.5, label=name if i == 0 else None)
+            ax.plot(q[2], y, "o", color="white", mec=colour, ms=4.5)
+    if isinstance(reference, dict):
+        for i, label in enumerate(rows):
+            if label in reference:
+                mean, sd = reference[label]
+                ax.errorbar(mean, len(rows) - 1 - i - 0.3, xerr=sd, fmt="s", color="0.2", ms=4, lw=1,
+                            label="reference mean ± sd" if i == 0 else None)
+    ax.set_yticks(range(len(rows)), rows[::-1])
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel("parameter value")
+    ax.set_title(f"Posterior medians, 50% and {100 * prob:.0f}% central intervals")
     ax.grid(axis="x", color="0.9")
-    if reference:
-        handles, labels = ax.get_legend_handles_labels()
-        if handles:
-            ax.legend(handles[:1], labels[:1], frameon=False, loc="best")
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 
-def plot_marginals(tree, var_names=None, path=None, max_panels: int = 12):
-    """Histogram of the marginal posterior of each (scalar) variable."""
-    rows = _flat_variables(tree, var_names)[:max_panels]
+def plot_marginals(posteriors, var_names=None, path=None, reference=None, max_panels: int = 12):
+    """Marginal posterior density of each scalar parameter (histograms), overlaid per posterior.
+
+    Parameters
+    ----------
+    posteriors : xarray.DataTree or mapping of label → DataTree
+    var_names : list of str, optional
+    path : str or Path, optional
+    reference : xarray.DataTree, optional
+        Drawn as a grey outline.
+    max_panels : int
+
+    The x-range of each panel spans the central 99% of the draws (the median
+    of the posteriors' ranges, so one posterior with wild tails does not
+    squash the others); draws outside it are counted in the panel.
+    """
+    series = _series(posteriors, reference)
+    rows = [label for label, _ in _flat_variables(series[0][1], var_names)][:max_panels]
+    values = [dict(_flat_variables(tree, var_names)) for _, tree in series]
     cols = min(4, len(rows))
     nrows = int(np.ceil(len(rows) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.0 * cols, 2.4 * nrows), squeeze=False)
-    for ax, (label, values) in zip(axes.ravel(), rows):
-        ax.hist(values, bins=50, density=True, color="C0", alpha=0.8)
-        ax.set_title(label, fontsize=9)
-        ax.set_yticks([])
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.1 * cols, 2.5 * nrows), squeeze=False)
+    for ax, label in zip(axes.ravel(), rows):
+        ranges = np.array([np.percentile(v[label], [0.5, 99.5]) for v in values if label in v])
+        low, high = np.median(ranges, axis=0)  # the middle series' range: robust to one wild posterior
+        low, high = low - 0.05 * (high - low), high + 0.05 * (high - low)
+        bins = np.linspace(low, high, 50)
+        outside = 0
+        for k, ((name, _), v) in enumerate(zip(series, values)):
+            if label not in v:
+                continue
+            inside = (v[label] >= low) & (v[label] <= high)
+            outside = max(outside, int(np.sum(~inside)))
+            if name == "reference":
+                ax.hist(v[label][inside], bins=bins, density=True, histtype="step", color="0.2", lw=1.3,
+                        label=name)
+            else:
+                ax.hist(v[label][inside], bins=bins, density=True, color=f"C{k}", alpha=0.45, label=name)
+        if outside:
+            ax.text(0.98, 0.95, f"{outside} draws outside", transform=ax.transAxes, ha="right", va="top",
+                    fontsize=7, color="0.4")
+        ax.set_xlabel(label, fontsize=9)
+        ax.set_ylabel("density", fontsize=8)
+        ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(rows):]:
         ax.axis("off")
-    fig.tight_layout()
+    handles, labels = axes.ravel()[0].get_legend_handles_labels()
+    if len(series) > 1:
+        fig.legend(handles, labels, loc="lower center", ncol=len(series), frameon=False,
+                   bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.04 if len(series) > 1 else 0, 1, 1))
     return _save(fig, path)

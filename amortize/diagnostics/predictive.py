@@ -73,12 +73,16 @@ def log_likelihood(tree, model, seed: int = 0):
     """Add a ``log_likelihood`` group: log p(y_i | draw) of every response observation.
 
     Covariates (data sites that depend on no latent) are not scored. The
-    group is what ``arviz.loo`` reads.
+    group is what ``arviz.loo`` reads; it is stored in float64 (the program
+    evaluates it in float32), so ArviZ's importance weights exp(−log p) do
+    not underflow for poorly fitting draws. PSIS-LOO over single
+    observations is a check of the observation-level fit; for predicting new
+    groups use :func:`amortize.diagnostics.logo`.
     """
     graph = _graph(model, tree)
     padded = from_datatree(tree, graph)
     values = jax.device_get(pointwise_log_likelihood(graph, padded, jax.random.key(seed)))
-    group = {n: take_instances(v, _positions(padded, graph, n)) for n, v in values.items()}
+    group = {n: np.asarray(take_instances(v, _positions(padded, graph, n)), np.float64) for n, v in values.items()}
     return add_groups(tree, graph, {"log_likelihood": group})
 
 

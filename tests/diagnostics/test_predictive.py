@@ -52,6 +52,8 @@ def test_log_likelihood_is_the_normal_density_of_each_observation():
     np.testing.assert_allclose(ll, expected, rtol=1e-4, atol=1e-4)
     loo = az.loo(scored)  # ArviZ reads the group as is
     assert np.isfinite(loo.elpd)
+    # float64, so ArviZ's weights exp(-log p) do not underflow for draws that fit poorly.
+    assert scored["log_likelihood"]["y"].dtype == np.float64
 
 
 def test_pooling_factors_match_the_closed_form():
