@@ -48,8 +48,9 @@ MIN_DRAWS = 100
 #: bounds the inner weights where a local flow's tails are too light (Hesterberg 1995).
 DEFENSIVE = (0.1, 2.0)
 
-#: Global draws, and local draws per group at each, behind each level's k̂ in the certificate.
-DIAGNOSTIC_GLOBALS, DIAGNOSTIC_DRAWS = 8, 512
+#: Global draws, and local draws per group at each, behind each level's k̂ in the certificate and
+#: the choice of M (the first proposal draws: q-distributed).
+DIAGNOSTIC_GLOBALS, DIAGNOSTIC_DRAWS = 8, 256
 
 #: At most this many program array elements are evaluated for all inner draws together (bounds M
 #: on large data sets; the outer k̂ then shows whether the M that fits was enough).
@@ -84,8 +85,8 @@ class Certificate:
         M, local draws per group and outer draw (hierarchical importance only).
     levels : dict of plate → {"khat", "relative_ess", "worst"}
         Per group level, the local factor's own check: for each group, the
-        Pareto k̂ of its weights p(θ_j, y_j | φ) / q(θ_j | φ, y_j) over 512
-        local draws, at each of 8 global draws φ picked by their weights; the
+        Pareto k̂ of its weights p(θ_j, y_j | φ) / q(θ_j | φ, y_j) over 256
+        local draws, at each of 8 global draws φ from the proposal; the
         median over φ, for the worst group (its label in ``worst``); and the
         smallest relative ESS of a group's inner weights.
     joint_khat, joint_relative_ess : float
@@ -117,7 +118,7 @@ class Certificate:
         is itself an unbiased importance weight (it carries every group's
         estimate p̂(y_j | φ)), so a local factor whose weights spike shows up
         in the outer weights' tail: the outer k̂ is the diagnostic of the whole
-        scheme. The per-level k̂ (from 512 local draws at a few global draws)
+        scheme. The per-level k̂ (from 256 local draws at a few global draws)
         locates a poor local factor; small-sample Pareto fits of nearly
         constant weights can read high there, so it does not decide ``ok``.
         """
@@ -259,7 +260,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
         with the certificate.
     inner_draws : int, optional
         M, local draws per group and outer draw; by default chosen from a pilot
-        of 8 so that the summed variance of the groups' log p̂ is about
+        (256 local draws at 8 global draws) so that the summed variance of the groups' log p̂ is about
         ``target_variance`` (a power of two, at least 4, at most
         ``max_inner_draws`` and at most what keeps the inner work under about
         3·10⁹ program array elements). A block holding only a mixture
@@ -350,16 +351,21 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
             return weights, lp["outer"].reshape(len(index), k)[:, 0], None
 
         inner_draws = k
-    elif inner_draws is None:
-        pilot_m = 8
-        pilot = np.arange(min(num_draws, 64))
-        weights, _, _ = inner_pass(pilot, pilot_m, pilot_key)
+    levels = {}
+    if not enumerated:
+        # One pilot pass serves two ends: many local draws (DIAGNOSTIC_DRAWS) per group at a few
+        # global draws give each level's own diagnostic, and the variance of log p̂ that sets M.
+        pilot = np.arange(min(num_draws, DIAGNOSTIC_GLOBALS))
+        weights, _, _ = inner_pass(pilot, DIAGNOSTIC_DRAWS, pilot_key)
+        levels = _level_diagnostics(weights, blocks, real, prepared)
+    if not enumerated and inner_draws is None:
+        # Delta method: var log p̂ with M draws ≈ (E[w̃²] − 1) / M, w̃ the weights over their mean.
         variance = 0.0
         for p in blocks:
-            w = weights[p][..., real[p]]  # (s, m, j)
+            w = weights[p][..., real[p]]  # (s, draws, j)
             normalized = np.exp(w - log_mean_exp(w, axis=1)[:, None])
-            variance = variance + np.nansum(np.nanmean(normalized**2, axis=1) - 1.0, axis=-1) / pilot_m
-        needed = pilot_m * float(np.median(variance)) / target_variance
+            variance = variance + np.nansum(np.nanmean(normalized**2, axis=1) - 1.0, axis=-1)
+        needed = float(np.median(variance)) / target_variance
         affordable = _INNER_WORK / (num_draws * _program_elements(prepared))
         inner_draws = int(min(max_inner_draws, 2 ** math.ceil(math.log2(max(needed, 1.0))),
                               2 ** math.floor(math.log2(max(affordable, 1.0)))))
@@ -391,13 +397,6 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
                             value[0].reshape((per_chunk, m) + value.shape[2:])[:n])
     outer_log_w = _finite(outer_log_w)
     smoothed, khat = psis(outer_log_w)
-    # Each level's own diagnostic: a group's weights given a global draw, with many local
-    # draws (DIAGNOSTIC_DRAWS) at a few global draws chosen by their weights.
-    levels = {}
-    if not enumerated:
-        typical = resample(_rng(jax.random.fold_in(pilot_key, 1)), smoothed, DIAGNOSTIC_GLOBALS)
-        weights, _, _ = inner_pass(typical, DIAGNOSTIC_DRAWS, jax.random.fold_in(pilot_key, 2))
-        levels = _level_diagnostics(weights, blocks, real, prepared)
     method = "hierarchical importance, indicators summed out" if enumerated else "hierarchical importance"
     certificate = Certificate(method, khat, float(relative_ess(smoothed)), num_draws, m,
                               levels, joint_khat, joint_ess, float(log_mean_exp(outer_log_w)), threshold)
