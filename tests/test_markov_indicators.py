@@ -14,7 +14,7 @@ NETWORK = am.NetworkConfig(summary_width=64)
 @pytest.fixture(scope="module")
 def chain():
     amortizer = am.compile(hmm.model, data=["y", "count"], sizes=SIZES, network=NETWORK)
-    amortizer.fit(steps=8000, batch_size=64, seed=0, progress=False)
+    amortizer.fit(steps=10000, batch_size=64, seed=0, progress=False)
     return amortizer
 
 

@@ -54,7 +54,7 @@ DIAGNOSTIC_GLOBALS, DIAGNOSTIC_DRAWS = 8, 256
 
 #: At most this many program array elements are evaluated for all inner draws together (bounds M
 #: on large data sets; the outer k̂ then shows whether the M that fits was enough).
-_INNER_WORK = 3e9
+_INNER_WORK = 5e8
 
 #: Elements of program arrays evaluated at once (sets the chunk size; about 1 GB of work space).
 _WORK_ELEMENTS = 2.5e7
@@ -250,7 +250,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
         :func:`amortize.infer.make_latent_sampler`).
     graph, factorization : the compiled program.
     prepared : PreparedData
-        One data set, padded to the trained sizes.
+        One data set, at the padded sizes the sampler runs at.
     key : PRNG key
     num_draws : int
         Outer proposal draws S.
@@ -263,7 +263,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
         (256 local draws at 8 global draws) so that the summed variance of the groups' log p̂ is about
         ``target_variance`` (a power of two, at least 4, at most
         ``max_inner_draws`` and at most what keeps the inner work under about
-        3·10⁹ program array elements). A block holding only a mixture
+        5·10⁸ program array elements). A block holding only a mixture
         indicator is summed over its K classes exactly instead (M = K).
     proposal : LatentDraws, optional
         Outer draws already made (``num_draws`` of them), reused instead of drawing new ones.
@@ -307,12 +307,12 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
             f"the distribution a log_prob."
         ) from error
     joint = _finite(_total(log_p) - _total(log_q))
-    _, joint_khat = psis(joint)
-    joint_ess = float(relative_ess(psis(joint)[0]))
+    joint_smoothed, joint_khat = psis(joint)
+    joint_ess = float(relative_ess(joint_smoothed))
     threshold = khat_threshold(num_draws)
 
     if not blocks:
-        smoothed, khat = psis(joint)
+        smoothed, khat = joint_smoothed, joint_khat
         certificate = Certificate("importance", khat, float(relative_ess(smoothed)), num_draws, None, {},
                                   joint_khat, joint_ess, float(log_mean_exp(joint)), threshold)
         selected = values

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from amortize.data import PreparedData, padded_from_prepared, prepare_data
@@ -106,7 +107,12 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
     # psis weighs draws from the defensive mixture 0.9 q + 0.1 q_2 (bounded weights where q's tails
     # are too light); the certificate of unrefined draws is that of q itself.
     defensive = DEFENSIVE if refine in ("psis", "auto") else None
-    proposal = draw(key, prepared.data, prepared.masks, count, None, defensive)
+    proposal = draw(key, prepared.data, prepared.masks, num_samples if refine is None else count, None, defensive)
+    if refine is None and count > num_samples:
+        # The draws returned are exactly those of an uncertified call; the certificate weighs
+        # them together with more draws of the same q, so that its Pareto fit has enough of them.
+        extra = draw(jax.random.fold_in(key, 2), prepared.data, prepared.masks, count - num_samples)
+        proposal = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=1), proposal, extra)
     attrs = {"refine": "none"}
     certificate = None
     values, probabilities = proposal.values, proposal.probabilities

@@ -1,0 +1,242 @@
+"""Exact on demand: the certificate and refine= on every real-data case study, against a converged reference.
+
+For each case study: train the amortizer for ``--train-seconds`` (short on
+purpose: refinement is meant to make an under-trained amortizer exact), run
+the reference (NUTS on the same program, converged, non-centred where the
+centred program has a funnel; posteriordb for eight schools), and compare
+with the reference, parameter by parameter:
+
+* the amortized draws alone, with their certificate (Pareto k̂, relative ESS,
+  per level; and plain importance sampling over all latents for contrast);
+* ``refine="psis"`` (importance sampling squared for multilevel programs);
+* ``refine="nuts"`` (warm-started: amortized draws as starting points and
+  their covariance as the mass matrix, 200 warm-up steps);
+* ``refine="auto"``.
+
+Wall times are medians of repeated calls after compilation; the cold NUTS
+reference (1000 warm-up + 1000 draws × 4 chains) is timed the same way as a
+``refine="nuts"`` call (compilation included in both).
+
+For the two DDM models, leave-one-subject-out CV with the new estimator is
+timed and elpd_diff(B − A) ± se is written to
+``benchmarks/results/refine_ddm_elpd_difference.json`` (the paper: 27.03 ± 1.73).
+
+Prints a table and writes ``benchmarks/results/refine_<study>.json`` per study.
+
+Usage: ``python benchmarks/refine.py [--studies eight_schools radon_intercepts ...] [--train-seconds 240] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+from _case_study import comparison, median_seconds, print_table, run_nuts, shared_data, write
+
+import amortize as am
+from amortize.models import ddm, eight_schools, old_faithful, radon, sleepstudy
+
+NUTS = {"num_warmup": 1000, "num_samples": 1000, "num_chains": 4}
+
+
+def _air_traffic_panel():
+    from numpyro import handlers
+
+    from amortize.models import air_traffic
+
+    trace = handlers.trace(handlers.seed(air_traffic.model, 0)).get_trace(n_country=16, n_time=15)
+    return {n: np.asarray(trace[n]["value"]).T for n in ("u", "w", "y")}
+
+
+def studies(quick: bool) -> dict:
+    """name → (model, compile kwargs, data, sample kwargs, reference factory)."""
+    from amortize.models import air_traffic
+
+    out = {}
+
+    def nuts_reference(model, data, **kwargs):
+        return lambda: run_nuts(model, data, **(NUTS | kwargs))
+
+    data = eight_schools.data()
+    coords = {"school": eight_schools.SCHOOLS}
+    folder = shared_data("eight_schools")
+    out["eight_schools"] = (eight_schools.model, {"data": ["y", "sigma"], "sizes": eight_schools.SIZES}, data,
+                            {"coords": coords},
+                            lambda: (eight_schools.reference_posterior(folder),
+                                     {"seconds": float("nan"), "converged": True, "source": "posteriordb"}))
+    rdata, rindex = radon.load(shared_data("radon"))
+    for name, model, extra in (("radon_intercepts", radon.intercepts, {}),
+                               ("radon_intercepts_slopes", radon.intercepts_slopes,
+                                {"reparam": "noncentered", "target_accept_prob": 0.9})):
+        out[name] = (model, {"data": ["floor", "log_radon"], "sizes": radon.SIZES,
+                             "network": am.NetworkConfig(summary_width=32)},
+                     rdata, {"index": rindex}, nuts_reference(model, rdata, index=rindex, **extra))
+    sdata, scoords = sleepstudy.load(shared_data("sleepstudy"))
+    out["sleepstudy"] = (sleepstudy.model, {"data": ["days", "reaction"], "sizes": sleepstudy.SIZES}, sdata,
+                         {"coords": scoords}, nuts_reference(sleepstudy.model, sdata, coords=scoords))
+    panel = _air_traffic_panel()
+    out["air_traffic"] = (air_traffic.model, {"data": ["u", "w", "y"], "sizes": air_traffic.SIZES}, panel, {},
+                          nuts_reference(air_traffic.model, panel, reparam="noncentered", target_accept_prob=0.9))
+    y, _ = old_faithful.load(shared_data("old_faithful"))
+    out["old_faithful_k2"] = (old_faithful.model_for(2), {"data": ["y"], "sizes": old_faithful.SIZES}, {"y": y}, {},
+                              nuts_reference(old_faithful.marginal_model_for(2), {"y": y}))
+    ddata, subjects = ddm.load(shared_data("wagenmakers2008_speed_acc"))
+    for name, model in (("ddm_a", ddm.model_a), ("ddm_b", ddm.model_b)):
+        out[name] = (model, {"data": ["y"], "sizes": ddm.SIZES, "network": am.NetworkConfig(extremes=True)},
+                     ddata, {"coords": {"subject": subjects}},
+                     nuts_reference(model, ddata, coords={"subject": subjects}, target_accept_prob=0.95,
+                                    init_strategy=ddm.nuts_init(ddata)))
+    return out
+
+
+def _worst(summary: dict) -> dict:
+    return {"max_abs_mean_diff_sd": max(s["max_abs_mean_diff_sd"] for s in summary.values()),
+            "max_abs_sd_ratio_minus_1": max(s["max_abs_sd_ratio_minus_1"] for s in summary.values()),
+            "within_0.1sd_10pct": all(s["within_tolerance"] for s in summary.values())}
+
+
+def run_study(name, spec, args) -> dict:
+    model, compile_kwargs, data, sample_kwargs, reference = spec
+    amortizer = am.compile(model, **compile_kwargs)
+    start = time.perf_counter()
+    history = amortizer.fit(batch_size=args.batch_size, seed=0, time_limit=args.train_seconds, progress=False)
+    out = {"train_seconds": time.perf_counter() - start, "train_steps": len(history["loss"]),
+           "batch_size": args.batch_size}
+    reference_tree, out["reference"] = reference()
+    print(f"[{name}] trained {out['train_steps']} steps in {out['train_seconds']:.0f} s; reference "
+          f"{out['reference'].get('seconds', float('nan')):.0f} s, converged {out['reference']['converged']}")
+
+    def sample(**kwargs):
+        return amortizer.sample(data, args.draws, seed=1, **sample_kwargs, **kwargs)
+
+    out["amortized_ms"] = 1000 * median_seconds(lambda: sample(certify=False), args.repeats)
+    for label, kwargs in (("certified", {}), ("psis", {"refine": "psis"}), ("nuts", {"refine": "nuts"}),
+                          ("auto", {"refine": "auto"})):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = time.perf_counter()
+            tree = sample(**kwargs)
+            first = time.perf_counter() - start
+        seconds = first if label in ("nuts", "auto") else median_seconds(lambda: sample(**kwargs), args.repeats)
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in tree["posterior"].attrs.items()
+                 if k.startswith(("certificate", "refine", "max_rhat", "divergences", "converged"))}
+        summary, _ = comparison(tree, reference_tree)
+        out[label] = {"seconds": seconds, "first_call_seconds": first, "attrs": attrs,
+                      "vs_reference": summary, "worst": _worst(summary),
+                      "warnings": sorted({str(w.message)[:160] for w in caught})}
+        worst = out[label]["worst"]
+        print(f"[{name}] {label}: {seconds:.2f} s, worst |Δmean| {worst['max_abs_mean_diff_sd']:.3f} sd, "
+              f"|sd ratio − 1| {worst['max_abs_sd_ratio_minus_1']:.3f}, k̂ {attrs.get('certificate_khat', 'n/a')}, "
+              f"refine {attrs.get('refine')}")
+    if name.startswith("ddm"):
+        from amortize.diagnostics import logo
+
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            elpd = logo(amortizer, data, num_samples=args.logo_samples, **sample_kwargs)
+        out["logo"] = {"seconds": time.perf_counter() - start, "elpd": elpd.elpd, "se": elpd.se,
+                       "elpd_i": np.asarray(elpd.elpd_i).tolist(), "pareto_k": np.asarray(elpd.pareto_k).tolist(),
+                       "num_samples": args.logo_samples,
+                       "warnings": sorted({str(w.message)[:200] for w in caught})}
+        print(f"[{name}] LOGO: {out['logo']['seconds']:.1f} s, elpd {elpd.elpd:.2f} ± {elpd.se:.2f}, "
+              f"worst fold k̂ {max(out['logo']['pareto_k']):.2f}")
+    return out
+
+
+def ddm_elpd_difference() -> dict | None:
+    """elpd_diff(B − A) from the two DDM studies' LOGO results, when both have run."""
+    import json
+
+    from _case_study import RESULTS
+
+    paths = [RESULTS / f"refine_ddm_{m}.json" for m in ("a", "b")]
+    if not all(p.exists() for p in paths):
+        return None
+    a, b = (np.asarray(json.loads(p.read_text())["logo"]["elpd_i"]) for p in paths)
+    difference = b - a
+    return {"elpd_diff_b_minus_a": float(difference.sum()),
+            "se": float(np.sqrt(difference.size * np.var(difference))),
+            "paper": {"elpd_diff": 27.03, "se": 1.73}}
+
+
+def markdown_table() -> str:
+    """The docs' table (docs/refinement.md), from the stored results of every study that has run."""
+    import json
+
+    from _case_study import RESULTS
+
+    lines = ["| study | training | reference | amortized: worst \\|Δmean\\| (sd), \\|sd ratio − 1\\|, k̂ | "
+             "psis: s, worst \\|Δmean\\|, \\|sd ratio − 1\\|, k̂ | nuts: s, worst \\|Δmean\\|, \\|sd ratio − 1\\|, R-hat, div. | "
+             "auto: chose, s |",
+             "|---|---|---|---|---|---|---|"]
+    for path in sorted(RESULTS.glob("refine_*.json")):
+        name = path.stem[len("refine_"):]
+        if name.endswith("_quick") or name == "ddm_elpd_difference":
+            continue
+        r = json.loads(path.read_text())
+        ref = r["reference"]
+        reference = ("posteriordb" if ref.get("source") == "posteriordb"
+                     else f"NUTS {ref['seconds']:.0f} s, {'converged' if ref['converged'] else 'NOT converged'}")
+
+        def cells(label):
+            w, a = r[label]["worst"], r[label]["attrs"]
+            return w["max_abs_mean_diff_sd"], w["max_abs_sd_ratio_minus_1"], a
+
+        m, sd, a = cells("certified")
+        row = [name, f"{r['train_seconds']:.0f} s ({r['train_steps']} steps)", reference,
+               f"{m:.2f}, {sd:.2f}, {a.get('certificate_khat', float('nan')):.2f}"]
+        m, sd, a = cells("psis")
+        row.append(f"{r['psis']['seconds']:.2f}, {m:.2f}, {sd:.2f}, {a.get('certificate_khat', float('nan')):.2f}")
+        m, sd, a = cells("nuts")
+        row.append(f"{r['nuts']['seconds']:.1f}, {m:.2f}, {sd:.2f}, {a.get('max_rhat', float('nan')):.3f}, "
+                   f"{a.get('divergences', '')}")
+        row.append(f"{r['auto']['attrs'].get('refine')}, {r['auto']['seconds']:.1f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--studies", nargs="+", default=None)
+    parser.add_argument("--train-seconds", type=float, default=240)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--draws", type=int, default=4000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--logo-samples", type=int, default=2000, help="global draws per fold in the DDM LOGO")
+    parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    parser.add_argument("--markdown", action="store_true", help="print the docs' table from stored results")
+    args = parser.parse_args()
+    if args.markdown:
+        print(markdown_table())
+        return
+    if args.quick:
+        args.train_seconds, args.repeats = 20, 1
+        global NUTS
+        NUTS = {"num_warmup": 100, "num_samples": 100, "num_chains": 2}
+    every = studies(args.quick)
+    for name in args.studies or list(every):
+        out = run_study(name, every[name], args)
+        path = write(f"refine_{name}" + ("_quick" if args.quick else ""), out)
+        rows = [("training (s, steps)", f"{out['train_seconds']:.0f}, {out['train_steps']}"),
+                ("reference (s, converged)", f"{out['reference'].get('seconds', float('nan')):.0f}, "
+                                             f"{out['reference']['converged']}"),
+                ("amortized draws, no certificate (ms)", f"{out['amortized_ms']:.1f}")]
+        for label in ("certified", "psis", "nuts", "auto"):
+            r = out[label]
+            rows.append((f"{label}: s | worst |Δmean| sd | |sd ratio−1| | within",
+                         f"{r['seconds']:.2f} | {r['worst']['max_abs_mean_diff_sd']:.3f} | "
+                         f"{r['worst']['max_abs_sd_ratio_minus_1']:.3f} | {r['worst']['within_0.1sd_10pct']}"))
+        print_table(f"{name} ({path.name})", rows)
+        if name.startswith("ddm") and not args.quick:
+            difference = ddm_elpd_difference()
+            if difference:
+                write("refine_ddm_elpd_difference", difference)
+                print(f"DDM elpd_diff(B − A) = {difference['elpd_diff_b_minus_a']:.2f} ± {difference['se']:.2f} "
+                      f"(paper: 27.03 ± 1.73)")
+
+
+if __name__ == "__main__":
+    main()
