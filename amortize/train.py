@@ -439,8 +439,15 @@ def optimize(
                 # the steps alone, and a time budget's schedule spans the
                 # training that is left after compilation.
                 shapes = (inputs, jax.ShapeDtypeStruct((chunk,), jnp.float32), jax.ShapeDtypeStruct((chunk,), bool))
+                if bar is not None:
+                    bar.set_description("compiling")
                 compiled_chunk = run_chunk.lower(carry, shapes, store).compile()
                 now = training_started = time.perf_counter()
+                if bar is not None:
+                    # Compilation is its own phase: the rate and time left count training steps only.
+                    bar.set_description("training")
+                    if time_limit is None:
+                        bar.reset(total=steps)
             rates = np.array([config.learning_rate_at(done + i, fraction_at(done + i, now), steps)
                               for i in range(chunk)], np.float32)
             chunk_inputs = (inputs, jnp.asarray(rates), jnp.arange(chunk) < n)
