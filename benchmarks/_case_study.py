@@ -162,7 +162,8 @@ def draw_latencies_ms(amortizer, data: dict, num_samples: int = 1000, repeats: i
     """Median latency (ms, after warm-up) of ``num_samples`` draws for ``data``.
 
     ``jitted``: the compiled ancestral pass alone; ``draws``: ``Amortizer.draws``
-    (NumPy arrays); ``sample_datatree``: ``Amortizer.sample`` (ArviZ DataTree).
+    (NumPy arrays); ``sample_datatree``: ``Amortizer.sample(certify=False)`` (ArviZ
+    DataTree); ``sample_certified``: ``Amortizer.sample`` with its certificate.
     """
     import jax
 
@@ -174,7 +175,8 @@ def draw_latencies_ms(amortizer, data: dict, num_samples: int = 1000, repeats: i
     passes = {
         "jitted": lambda: jax.block_until_ready(sampler(key, prepared.data, prepared.masks, num_samples)),
         "draws": lambda: amortizer.draws(data, num_samples),
-        "sample_datatree": lambda: amortizer.sample(data, num_samples),
+        "sample_datatree": lambda: amortizer.sample(data, num_samples, certify=False),
+        "sample_certified": lambda: amortizer.sample(data, num_samples),
     }
     return {name: 1000 * median_seconds(fn, repeats) for name, fn in passes.items()}
 
