@@ -56,6 +56,9 @@ DIAGNOSTIC_GLOBALS, DIAGNOSTIC_DRAWS = 8, 256
 #: on large data sets; the outer k̂ then shows whether the M that fits was enough).
 _INNER_WORK = 5e8
 
+#: At most this many local draws (outer draws × M × groups) in all: about a second of local flows.
+_INNER_LOCAL_DRAWS = 2e6
+
 #: Elements of program arrays evaluated at once (sets the chunk size; about 1 GB of work space).
 _WORK_ELEMENTS = 2.5e7
 
@@ -263,7 +266,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
         (256 local draws at 8 global draws) so that the summed variance of the groups' log p̂ is about
         ``target_variance`` (a power of two, at least 4, at most
         ``max_inner_draws`` and at most what keeps the inner work under about
-        5·10⁸ program array elements). A block holding only a mixture
+        5·10⁸ program array elements and 2·10⁶ local draws). A block holding only a mixture
         indicator is summed over its K classes exactly instead (M = K).
     proposal : LatentDraws, optional
         Outer draws already made (``num_draws`` of them), reused instead of drawing new ones.
@@ -366,7 +369,9 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
             normalized = np.exp(w - log_mean_exp(w, axis=1)[:, None])
             variance = variance + np.nansum(np.nanmean(normalized**2, axis=1) - 1.0, axis=-1)
         needed = float(np.median(variance)) / target_variance
-        affordable = _INNER_WORK / (num_draws * _program_elements(prepared))
+        groups = sum(len(real[p]) for p in blocks)
+        affordable = min(_INNER_WORK / (num_draws * _program_elements(prepared)),
+                         _INNER_LOCAL_DRAWS / (num_draws * max(groups, 1)))
         inner_draws = int(min(max_inner_draws, 2 ** math.ceil(math.log2(max(needed, 1.0))),
                               2 ** math.floor(math.log2(max(affordable, 1.0)))))
         inner_draws = max(4, inner_draws)
