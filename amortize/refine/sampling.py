@@ -100,10 +100,11 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
     key = jax.random.key(seed)
     weigh = certify or refine is not None
     if refine in ("psis", "auto"):
-        count = proposals or max(num_samples, 4000)
+        count = max(int(proposals or 4000), num_samples)
+    elif weigh:
+        count = max(int(proposals or 1000), num_samples)
     else:
-        count = proposals or max(num_samples, 1000) if weigh else num_samples
-    count = max(int(count), num_samples)
+        count = num_samples
     # psis weighs draws from the defensive mixture 0.9 q + 0.1 q_2 (bounded weights where q's tails
     # are too light); the certificate of unrefined draws is that of q itself.
     defensive = DEFENSIVE if refine in ("psis", "auto") else None
