@@ -7,7 +7,6 @@ error.
 """
 
 import math
-import warnings
 
 import numpy as np
 import numpyro
