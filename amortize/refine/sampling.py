@@ -29,9 +29,12 @@ __all__ = ["Posterior", "posterior_draws", "REFINE_METHODS", "NUTS_DEFAULTS"]
 
 REFINE_METHODS = (None, "psis", "nuts", "auto")
 
-#: Settings of ``refine="nuts"`` (override with ``nuts_options``).
+#: Settings of ``refine="nuts"`` (override with ``nuts_options``): for a posterior whose
+#: certificate is fine. When it is not, the mass matrix starts from the amortized variances and is
+#: adapted, over UNCONFIRMED_WARMUP warm-up steps, unless nuts_options says otherwise.
 NUTS_DEFAULTS = {"num_warmup": 200, "target_accept_prob": 0.8, "max_tree_depth": 10,
                  "adapt_mass_matrix": False, "chain_method": "vectorized"}
+UNCONFIRMED_WARMUP = 500
 
 
 @dataclass
@@ -67,6 +70,7 @@ def _check(refine, nuts_options) -> dict:
     if unknown:
         raise RefineError(f"Unknown nuts_options {sorted(unknown)}; the options are {sorted(options)}.")
     options.update(nuts_options or {})
+    options["_given"] = tuple(nuts_options or ())
     return options
 
 
@@ -177,6 +181,16 @@ def _nuts(values, log_weights, prepared, graph, factorization, num_samples, seed
         {f: np.asarray(v) for f, v in values.items()}, graph, factorization).items()}
     rng = np.random.default_rng(seed)
     init_params, inverse_mass_matrix = warm_start(graph, padded, start, num_chains, rng, log_weights)
+    if not (certificate is not None and certificate.ok):
+        # The program's density does not confirm q, so neither is its covariance to be trusted
+        # as it is: start from its diagonal and adapt (a fixed mass matrix from a far-off q made
+        # NUTS several times slower than a cold run on sleepstudy), with a longer warm-up.
+        inverse_mass_matrix = {k: np.diag(v) if v.ndim == 2 else v for k, v in inverse_mass_matrix.items()}
+        given = set(options.get("_given", ()))
+        if "adapt_mass_matrix" not in given:
+            options["adapt_mass_matrix"] = True
+        if "num_warmup" not in given:
+            options["num_warmup"] = UNCONFIRMED_WARMUP
     dense = next(iter(inverse_mass_matrix.values())).ndim == 2
     run = run_nuts(graph, prepared, seed=seed, num_warmup=int(options["num_warmup"]),
                    num_samples=int(math.ceil(num_samples / num_chains)), num_chains=num_chains,
