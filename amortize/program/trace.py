@@ -247,7 +247,7 @@ def trace_program(model: Callable, model_kwargs: Mapping[str, int]) -> ProgramTr
     try:
         relations = get_model_relations(model, model_kwargs=dict(model_kwargs))
     except NotImplementedError as error:
-        missing = _sites_without_log_prob(model, model_kwargs)
+        missing = sites_without_log_prob(model, model_kwargs)
         raise ModelError(
             f"Site(s) {', '.join(f'`{n}`' for n in missing) or '?'} have a distribution without a log_prob. "
             f"amortize reads the program's dependencies from its log densities, and certifies and refines "
@@ -263,7 +263,8 @@ def trace_program(model: Callable, model_kwargs: Mapping[str, int]) -> ProgramTr
     )
 
 
-def _sites_without_log_prob(model, model_kwargs) -> list[str]:
+def sites_without_log_prob(model, model_kwargs) -> list[str]:
+    """Sample sites whose distribution raises NotImplementedError from log_prob, in one seeded run."""
     trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(**model_kwargs)
     missing = []
     for name, site in trace.items():

@@ -37,7 +37,9 @@ from amortize.data import PreparedData, padded_from_prepared
 from amortize.errors import RefineError
 from amortize.graph import Factorization, ModelGraph
 from amortize.refine.density import block_plates, log_density_function, split_by_block
+from amortize.program.trace import sites_without_log_prob
 from amortize.refine.psis import khat_threshold, log_mean_exp, psis, relative_ess, resample
+from amortize.replay import masked_program, program_arguments
 
 __all__ = ["Certificate", "ImportanceResult", "importance", "inner_weights", "compiled_density", "MIN_DRAWS"]
 
@@ -302,7 +304,8 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     try:
         log_p = _evaluate(density, values, min(chunk, num_draws))
     except NotImplementedError as error:
-        missing = _sites_without_density(graph, padded)
+        missing = [n for n in sites_without_log_prob(masked_program(graph, padded),
+                                                     program_arguments(graph, padded)) if n in graph.sites]
         raise RefineError(
             f"Site(s) {', '.join(f'`{n}` ({graph.sites[n].distribution})' for n in missing) or '?'} of the "
             f"program have no log density (their distribution has no log_prob), so the program cannot "
@@ -478,23 +481,6 @@ def inner_weights(draw, density, prepared: PreparedData, outer_values: dict, inn
     lq = _tree_host(split_by_block({f: second.log_q[f][0] for f in inner}, factor_paths, masks, blocks))
     weights = {p: _finite(lp[p] - lq[p]).reshape(n, m, -1) for p in blocks}
     return weights, lp["outer"].reshape(n, m)[:, 0], second
-
-
-def _sites_without_density(graph: ModelGraph, padded) -> list[str]:
-    """Sites whose distribution raises NotImplementedError from log_prob, in a prior run on the data."""
-    from numpyro import handlers
-
-    from amortize.replay import masked_program, program_arguments
-
-    trace = handlers.trace(handlers.seed(masked_program(graph, padded), 0)).get_trace(
-        **program_arguments(graph, padded))
-    missing = []
-    for name in graph.sites:
-        try:
-            trace[name]["fn"].log_prob(trace[name]["value"])
-        except NotImplementedError:
-            missing.append(name)
-    return missing
 
 
 def _level_diagnostics(inner_log_w: dict, blocks, real: dict, prepared: PreparedData) -> dict:
