@@ -27,4 +27,8 @@ ordinary NumPyro models: run them with NUTS, Predictive or SVI as well.
   or subject-level bias) with the :class:`~amortize.models.ddm.DDM`
   distribution (exact sampler, Wiener first-passage-time density) and a
   loader for Wagenmakers et al. (2008).
+* :mod:`amortize.models.dutilh` — the mixture paper's hidden Markov
+  evidence-accumulation model (guessing vs controlled responding, Wald and
+  racing-Wald response times, the chain as a ``scan``) with a loader for
+  Dutilh et al.'s speed–accuracy switching data.
 """
