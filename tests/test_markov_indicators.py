@@ -83,3 +83,22 @@ def test_output_layout_and_bad_input(chain):
                                tree.indicator_probabilities["z"].isel(unit=-1), atol=1e-5)
     with pytest.raises(am.DataError, match="unit"):
         chain.sample({"y": data["y"], "count": data["count"][:-1]}, num_samples=12)
+
+
+def test_psis_sums_the_chain_out_and_draws_it_exactly(chain):
+    # refine="psis" weighs the parameters with the chain summed out by the forward algorithm, then
+    # draws each chain from its exact conditional: the smoothed and filtered marginals it returns are
+    # forward–backward's at every draw (float32 round-off only), and the certificate says so.
+    data = _simulated(11, 20)
+    tree = chain.sample(data, num_samples=400, seed=5, refine="psis")
+    certificate = am.certificate(tree)
+    assert certificate.method == "importance, chain summed out"
+    assert np.isfinite(certificate.khat) and certificate.num_draws == 4000
+    alpha = tree.posterior["alpha"].values.reshape(400, 2, 2)
+    mu = tree.posterior["mu"].values.reshape(400, 2)
+    filtered = tree.indicator_filtered_probabilities["z"].values.reshape(400, 20, 2)[..., 1]
+    smoothed = tree.indicator_probabilities["z"].values.reshape(400, 20, 2)[..., 1]
+    for s in range(0, 400, 20):
+        exact_filtered, exact_smoothed, _ = _exact(data, alpha[s], mu[s])
+        np.testing.assert_allclose(filtered[s], exact_filtered, atol=1e-4)
+        np.testing.assert_allclose(smoothed[s], exact_smoothed, atol=1e-4)

@@ -30,7 +30,7 @@ from amortize.graph import Factorization, ModelGraph
 from amortize.replay import masked_program, program_arguments
 from amortize.simulate import from_canonical, to_canonical
 
-__all__ = ["block_plates", "split_by_block", "log_density_function"]
+__all__ = ["block_plates", "split_by_block", "log_density_terms", "log_density_function"]
 
 
 def block_plates(graph: ModelGraph, factorization: Factorization) -> tuple[str, ...]:
@@ -75,27 +75,17 @@ def split_by_block(per_instance: dict, paths: dict, masks: dict, blocks: tuple[s
     return out
 
 
-def log_density_function(graph: ModelGraph, factorization: Factorization, sizes: dict,
-                         blocks: tuple[str, ...]):
-    """A jitted ``(values, data, masks) -> {"outer": (N,), plate: (N, n_plate)}``: the program's log joint density.
+def log_density_terms(graph: ModelGraph, factorization: Factorization, sizes: dict):
+    """An unjitted ``(values, data, masks) -> {site: (*plates)}``: each site's log density per instance.
 
-    Parameters of the returned function
-    -----------------------------------
-    values : dict of factor → unconstrained packed draws ``(N, *plates, dim)``
-        At the padded ``sizes`` (a classifier factor: the class index as a
-        float), as :func:`amortize.build.draw_latents` returns them.
-    data : dict of data site → canonical ``(*plates, *event)`` (:attr:`PaddedPosterior.data`)
-    masks : dict of plate → boolean ``(*plates)`` (:attr:`PaddedPosterior.masks`)
-
-    The density includes the Jacobian of each continuous latent's
-    ``biject_to``, so it is a density in the same coordinates as log q. The
-    data are arguments, not constants: one compilation serves every data set
-    of the same padded sizes.
+    For one draw (no leading axis): ``values`` of factor → unconstrained packed
+    ``(*plates, dim)``, the data and masks as in :func:`log_density_function`.
+    A continuous latent's term includes its ``biject_to`` Jacobian; padded
+    instances are *not* masked here (callers mask, e.g. :func:`split_by_block`).
     """
-    paths = {n: s.path for n, s in graph.sites.items()}
     sizes = dict(sizes)
 
-    def one(values, data, masks):
+    def terms_of(values, data, masks):
         padded = PaddedPosterior(sizes, masks, {}, data, {}, 1)
         kwargs = program_arguments(graph, padded)
         program = masked_program(graph, padded)
@@ -126,6 +116,32 @@ def log_density_function(graph: ModelGraph, factorization: Factorization, sizes:
                 log_prob = log_prob * entry["scale"]
             batch = jnp.shape(entry["value"])[: jnp.ndim(entry["value"]) - len(site.event_shape)]
             terms[name] = to_canonical(jnp.broadcast_to(log_prob, batch), site) + jacobians.get(name, 0.0)
-        return split_by_block(terms, paths, masks, blocks)
+        return terms
+
+    return terms_of
+
+
+def log_density_function(graph: ModelGraph, factorization: Factorization, sizes: dict,
+                         blocks: tuple[str, ...]):
+    """A jitted ``(values, data, masks) -> {"outer": (N,), plate: (N, n_plate)}``: the program's log joint density.
+
+    Parameters of the returned function
+    -----------------------------------
+    values : dict of factor → unconstrained packed draws ``(N, *plates, dim)``
+        At the padded ``sizes`` (a classifier factor: the class index as a
+        float), as :func:`amortize.build.draw_latents` returns them.
+    data : dict of data site → canonical ``(*plates, *event)`` (:attr:`PaddedPosterior.data`)
+    masks : dict of plate → boolean ``(*plates)`` (:attr:`PaddedPosterior.masks`)
+
+    The density includes the Jacobian of each continuous latent's
+    ``biject_to``, so it is a density in the same coordinates as log q. The
+    data are arguments, not constants: one compilation serves every data set
+    of the same padded sizes.
+    """
+    paths = {n: s.path for n, s in graph.sites.items()}
+    terms_of = log_density_terms(graph, factorization, sizes)
+
+    def one(values, data, masks):
+        return split_by_block(terms_of(values, data, masks), paths, masks, blocks)
 
     return jax.jit(jax.vmap(one, in_axes=(0, None, None)))

@@ -27,7 +27,7 @@ so M is chosen from a pilot to keep that sum near ``target_variance``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +36,8 @@ import numpy as np
 from amortize.data import PreparedData, padded_from_prepared
 from amortize.errors import RefineError
 from amortize.graph import Factorization, ModelGraph
+from amortize.refine.certificate import Certificate
+from amortize.refine.chains import chain_density_function, draw_chains, summable_chain, sum_out_chain
 from amortize.refine.density import block_plates, log_density_function, split_by_block
 from amortize.program.trace import sites_without_log_prob
 from amortize.refine.psis import khat_threshold, log_mean_exp, psis, relative_ess, resample
@@ -63,126 +65,6 @@ _INNER_LOCAL_DRAWS = 2e6
 
 #: Elements of program arrays evaluated at once (sets the chunk size; about 1 GB of work space).
 _WORK_ELEMENTS = 2.5e7
-
-
-@dataclass(frozen=True)
-class Certificate:
-    """How far the program's own density confirms an amortized posterior.
-
-    Attributes
-    ----------
-    method : {"importance", "hierarchical importance"}
-        Plain importance sampling over all latents, or per-group importance
-        sampling squared (programs with groups).
-    khat : float
-        Pareto k̂ of the (outer) importance weights: at most ``threshold`` (0.7
-        for a thousand draws or more) means importance-weighted estimates are
-        reliable, so ``refine="psis"`` is exact up to Monte Carlo error; above
-        it, the amortized posterior misses mass the program puts somewhere
-        (under-training, or data unlike the simulations). It certifies that q
-        *covers* the posterior; how close q itself is shows in
-        ``relative_ess`` (1 when q is exact).
-    relative_ess : float
-        Effective sample size of the (Pareto-smoothed) outer weights over the number of draws.
-    num_draws : int
-        Outer draws the weights were computed on.
-    inner_draws : int or None
-        M, local draws per group and outer draw (hierarchical importance only).
-    levels : dict of plate → {"khat", "relative_ess", "worst"}
-        Per group level, the local factor's own check: for each group, the
-        Pareto k̂ of its weights p(θ_j, y_j | φ) / q(θ_j | φ, y_j) over 256
-        local draws, at each of 8 global draws φ from the proposal; the
-        median over φ, for the worst group (its label in ``worst``); and the
-        smallest relative ESS of a group's inner weights.
-    joint_khat, joint_relative_ess : float
-        The same for plain weights over all latents at once (for comparison;
-        they degrade with the number of groups even when every factor is good).
-    log_marginal_likelihood : float
-        log p̂(y), the mean of the outer weights (an unbiased estimate of p(y) on
-        the natural scale; biased low on the log scale when the weights are poor).
-    threshold : float
-        The k̂ above which estimates are unreliable for ``num_draws`` draws.
-    """
-
-    method: str
-    khat: float
-    relative_ess: float
-    num_draws: int
-    inner_draws: int | None
-    levels: dict = field(default_factory=dict)
-    joint_khat: float = math.nan
-    joint_relative_ess: float = math.nan
-    log_marginal_likelihood: float = math.nan
-    threshold: float = 0.7
-
-    @property
-    def ok(self) -> bool:
-        """True when the (outer) k̂ is at most ``threshold``.
-
-        For hierarchical importance sampling the outer weight of a global draw
-        is itself an unbiased importance weight (it carries every group's
-        estimate p̂(y_j | φ)), so a local factor whose weights spike shows up
-        in the outer weights' tail: the outer k̂ is the diagnostic of the whole
-        scheme. The per-level k̂ (from 256 local draws at a few global draws)
-        locates a poor local factor; small-sample Pareto fits of nearly
-        constant weights can read high there, so it does not decide ``ok``.
-        """
-        return bool(np.isfinite(self.khat) and self.khat <= self.threshold)
-
-    def to_attrs(self) -> dict:
-        """Flat attributes for a DataTree group (``certificate_*``; levels as ``certificate_<plate>_khat``)."""
-        out = {"certificate_method": self.method, "certificate_khat": float(self.khat),
-               "certificate_relative_ess": float(self.relative_ess),
-               "certificate_num_draws": int(self.num_draws),
-               "certificate_inner_draws": int(self.inner_draws or 0),
-               "certificate_joint_khat": float(self.joint_khat),
-               "certificate_joint_relative_ess": float(self.joint_relative_ess),
-               "certificate_log_marginal_likelihood": float(self.log_marginal_likelihood),
-               "certificate_threshold": float(self.threshold),
-               "certificate_ok": int(self.ok)}
-        for plate, level in self.levels.items():
-            out[f"certificate_{plate}_khat"] = float(level["khat"])
-            out[f"certificate_{plate}_relative_ess"] = float(level["relative_ess"])
-            out[f"certificate_{plate}_worst"] = str(level["worst"])
-        return out
-
-    @classmethod
-    def from_attrs(cls, attrs) -> "Certificate":
-        """Read a certificate back from a group's attributes (see :meth:`to_attrs`)."""
-        if "certificate_khat" not in attrs:
-            raise RefineError("This posterior carries no certificate: it was sampled with certify=False, "
-                              "or by another library. Sample it again with certify=True.")
-        levels = {}
-        for key in attrs:
-            if key.startswith("certificate_") and key.endswith("_worst"):
-                plate = key[len("certificate_"):-len("_worst")]
-                levels[plate] = {"khat": float(attrs[f"certificate_{plate}_khat"]),
-                                 "relative_ess": float(attrs[f"certificate_{plate}_relative_ess"]),
-                                 "worst": attrs[key]}
-        return cls(method=str(attrs["certificate_method"]), khat=float(attrs["certificate_khat"]),
-                   relative_ess=float(attrs["certificate_relative_ess"]),
-                   num_draws=int(attrs["certificate_num_draws"]),
-                   inner_draws=int(attrs["certificate_inner_draws"]) or None, levels=levels,
-                   joint_khat=float(attrs["certificate_joint_khat"]),
-                   joint_relative_ess=float(attrs["certificate_joint_relative_ess"]),
-                   log_marginal_likelihood=float(attrs["certificate_log_marginal_likelihood"]),
-                   threshold=float(attrs["certificate_threshold"]))
-
-    def to_dict(self) -> dict:
-        return asdict(self) | {"ok": self.ok}
-
-    def __str__(self) -> str:
-        verdict = "OK" if self.ok else "NOT CONFIRMED"
-        lines = [f"certificate ({self.method}, {self.num_draws} draws"
-                 + (f", {self.inner_draws} per group" if self.inner_draws else "") + f"): {verdict}",
-                 f"  k̂ {self.khat:.2f} (threshold {self.threshold:.2f}), relative ESS {self.relative_ess:.2f}"]
-        for plate, level in self.levels.items():
-            lines.append(f"  {plate}: worst k̂ {level['khat']:.2f} ({level['worst']}), "
-                         f"smallest relative ESS {level['relative_ess']:.2f}")
-        if self.method != "importance":
-            lines.append(f"  plain importance over all latents: k̂ {self.joint_khat:.2f}, "
-                         f"relative ESS {self.joint_relative_ess:.3f}")
-        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -317,6 +199,31 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     joint_ess = float(relative_ess(joint_smoothed))
     threshold = khat_threshold(num_draws)
 
+    chain = summable_chain(graph, factorization) if not blocks else None
+    summed = None
+    if chain is not None:
+        summed = _sum_out_chain(graph, factorization, padded, chain, values, masks, chunk, cache)
+    if summed is not None:
+        # The chain summed out: weights over the other latents only, p(θ, y) / q(θ | y).
+        others = {f: v[0] for f, v in first.log_q.items() if f != chain.name}
+        log_q_others = _total(_tree_host(split_by_block(others, factor_paths, masks, ())))
+        log_w = _finite(summed.log_p - log_q_others)
+        smoothed, khat = psis(log_w)
+        certificate = Certificate("importance, chain summed out", khat, float(relative_ess(smoothed)), num_draws,
+                                  None, {}, joint_khat, joint_ess, float(log_mean_exp(log_w)), threshold)
+        selected = values
+        probabilities = {g: {f: v[0] for f, v in ps.items()} for g, ps in first.probabilities.items()}
+        if resample_to is not None:
+            rng = _rng(resample_key)
+            index = resample(rng, smoothed, resample_to)
+            states, filtered, exact = draw_chains(rng, summed, index)
+            selected = {f: v[index] for f, v in values.items()}
+            selected[chain.name] = states[..., None].astype(np.float32)
+            probabilities = {g: {f: v[index] for f, v in ps.items()} for g, ps in probabilities.items()}
+            probabilities.setdefault("indicator_probabilities", {})[chain.name] = exact
+            probabilities.setdefault("indicator_filtered_probabilities", {})[chain.name] = filtered
+        return ImportanceResult(_lead(selected), _lead(probabilities), certificate, joint)
+
     if not blocks:
         smoothed, khat = joint_smoothed, joint_khat
         certificate = Certificate("importance", khat, float(relative_ess(smoothed)), num_draws, None, {},
@@ -440,6 +347,25 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
             probabilities.setdefault(group, {})[f] = value[index[:, None], choice[p],
                                                            np.arange(n_blocks[p])[None, :]]
     return ImportanceResult(_lead(selected), _lead(probabilities), certificate, joint)
+
+
+def _sum_out_chain(graph, factorization, padded, chain, values, masks, chunk, cache):
+    """:func:`~amortize.refine.chains.sum_out_chain` on one data set, its density compiled once per sizes."""
+    cache = {} if cache is None else cache
+    cache_key = ("chain", tuple(sorted(padded.sizes.items())), chain.name)
+    if cache_key not in cache:
+        cache[cache_key] = chain_density_function(graph, factorization, padded.sizes, chain)
+    compiled = cache[cache_key]
+    data = {n: jnp.asarray(v, jnp.float32) for n, v in padded.data.items()}
+    plate_masks = {p: jnp.asarray(m) for p, m in padded.masks.items()}
+
+    def evaluate(vs):
+        parts = _evaluate(lambda v: dict(zip(("outer", "emission", "transition"),
+                                             compiled(v, data, plate_masks))), vs,
+                          min(chunk, next(iter(vs.values())).shape[0]))
+        return parts["outer"], parts["emission"], parts["transition"]
+
+    return sum_out_chain(evaluate, values, chain, np.asarray(masks[chain.path[0]], bool))
 
 
 def compiled_density(graph: ModelGraph, factorization: Factorization, padded, blocks, cache: dict | None):

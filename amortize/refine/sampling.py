@@ -74,7 +74,7 @@ def _check(refine, nuts_options) -> dict:
     return options
 
 
-def _warn(certificate: Certificate, refined: str | None) -> None:
+def _warn(certificate: Certificate, refined: str | None, discrete: bool) -> None:
     levels = "; ".join(f"plate `{p}`: worst local k̂ {lv['khat']:.2f} (instance {lv['worst']})"
                        for p, lv in certificate.levels.items())
     what = ("the importance-resampled draws are not reliable either" if refined == "psis"
@@ -83,8 +83,9 @@ def _warn(certificate: Certificate, refined: str | None) -> None:
         f"The program's own density does not confirm this posterior: Pareto k̂ {certificate.khat:.2f} "
         f"(threshold {certificate.threshold:.2f}){'; ' + levels if levels else ''}. So {what}. Either "
         f"the networks are under-trained for these data (train longer: fit(time_limit=...)), or the data "
-        f"are unlike the training simulations (check their scale and sizes against the priors). For exact "
-        f"draws now, use sample(..., refine='nuts').",
+        f"are unlike the training simulations (check their scale and sizes against the priors). "
+        + ("NUTS cannot move this program's discrete latents, so training longer is the remedy here."
+           if discrete else "For exact draws now, use sample(..., refine='nuts')."),
         CertificateWarning, stacklevel=4)
 
 
@@ -138,13 +139,13 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
             attrs.update(certificate.to_attrs())
             if refine in ("psis", "auto"):
                 values, probabilities = result.values, result.probabilities
+    discrete = any(graph.sites[n].is_discrete for n in graph.latent_names)
     if refine is None or refine == "psis":
         if refine == "psis":
             attrs.update(refine="psis", refine_reason="asked for")
         if certificate is not None and not certificate.ok:
-            _warn(certificate, refine)
+            _warn(certificate, refine, discrete)
         return _finish(values, probabilities, prepared, graph, factorization, num_samples, attrs, certificate)
-    discrete = any(graph.sites[n].is_discrete for n in graph.latent_names)
     if refine == "auto":
         if certificate.ok:
             attrs.update(refine="psis", refine_reason=f"k̂ {certificate.khat:.2f} at most "
@@ -154,7 +155,7 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
         if discrete:
             attrs.update(refine="psis", refine_reason="k̂ above the threshold, but NUTS cannot move "
                                                       "the discrete latents")
-            _warn(certificate, "psis")
+            _warn(certificate, "psis", discrete)
             return _finish(values, probabilities, prepared, graph, factorization, num_samples, attrs,
                            certificate)
         attrs.update(refine_reason=f"k̂ {certificate.khat:.2f} above {certificate.threshold:.2f}")
