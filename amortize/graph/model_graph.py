@@ -222,6 +222,35 @@ def _check_sizes(sizes: Mapping[str, object]) -> dict[str, tuple[int, int]]:
     return checked
 
 
+def _refuse_unamortizable(trace: ProgramTrace, data: tuple[str, ...]) -> None:
+    """Loud errors for what a program can say but simulation-based training cannot honour."""
+    if trace.factors:
+        names = ", ".join(f"`{n}`" for n in trace.factors)
+        raise ModelError(
+            f"numpyro.factor site(s) {names} add a term to the program's log density with no generative "
+            f"story. amortize learns from simulations of the program, and a factor cannot be simulated: "
+            f"training would ignore it and the posterior would be wrong. Write the term as the distribution "
+            f"of a data site (`numpyro.sample(name, distribution, obs=...)`), or sample this program with "
+            f"NUTS (`amortize.reference.nuts`).")
+    for name in trace.masked_observations():
+        raise ModelError(
+            f"Site `{name}` is written with obs_mask=. amortize simulates whole data sets and conditions on "
+            f"every value of a data site, so the mask would do nothing. Drop obs_mask and pass the observed "
+            f"values only (ragged sizes carry groups of different sizes).")
+    for plate, (size, subsample) in trace.subsampled.items():
+        raise ModelError(
+            f"Plate `{plate}` subsamples (subsample_size={subsample} of {size}). amortize simulates and "
+            f"conditions on whole data sets, so a subsample would train on, and infer from, part of each. "
+            f"Remove subsample_size.")
+    for name, site in trace.sites.items():
+        if site.observed_in_program and name not in data:
+            raise ModelError(
+                f"Site `{name}` is observed inside the program (obs= a fixed value, not an argument): every "
+                f"simulated data set would hold that same value, so nothing could be learned from it. Take it "
+                f"as an argument (`{name}=None` … `obs={name}`) and name it in data=[..., '{name}'], or make "
+                f"it latent.")
+
+
 def _trace_with_sizes(model, sizes):
     return trace_program(model, {size_argument(p): n for p, n in sizes.items()})
 
@@ -353,6 +382,8 @@ def build_graph(
     model: Callable,
     data: Sequence[str],
     sizes: Mapping[str, object],
+    *,
+    amortized: bool = True,
 ) -> ModelGraph:
     """Trace ``model`` and check that amortize can factorize it.
 
@@ -364,6 +395,10 @@ def build_graph(
         Names of the observed (data) sites.
     sizes : mapping of str to (int, int)
         Training range (min, max) of every plate's size.
+    amortized : bool
+        Refuse what cannot be amortized (``numpyro.factor``, observations
+        fixed inside the program, ``obs_mask``, subsampled plates); False
+        for a graph that only lays out data for NUTS.
 
     Returns
     -------
@@ -398,6 +433,8 @@ def build_graph(
                 f"entry for it; add sizes={{'{plate}': (min, max)}}."
             )
     first = _trace_with_sizes(model, {p: r[1] for p, r in ranges.items()})
+    if amortized:
+        _refuse_unamortizable(first, data)
     second = _trace_with_sizes(model, {p: r[1] + 1 for p, r in ranges.items()})
     for plate in first.plate_sizes:
         arg = size_argument(plate)
@@ -560,7 +597,7 @@ def graph_for(model: Callable, data: Sequence[str]) -> ModelGraph:
     training range recorded here is a placeholder.
     """
     size_args, _ = model_size_arguments(model)
-    graph = build_graph(model, list(data), {arg[2:]: (1, 2) for arg in size_args})
+    graph = build_graph(model, list(data), {arg[2:]: (1, 2) for arg in size_args}, amortized=False)
     return dataclasses.replace(graph, has_training_ranges=False)
 
 

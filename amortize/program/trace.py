@@ -8,7 +8,7 @@ kept is static: names, plates, shapes, dtypes and supports of every site.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import jax
@@ -20,6 +20,7 @@ from numpyro.distributions.distribution import (
     Independent,
     MaskedDistribution,
 )
+from numpyro.distributions.distribution import Unit
 from numpyro.infer.inspect import get_model_relations
 
 from amortize.errors import ModelError
@@ -111,6 +112,11 @@ class ProgramTrace:
         Sample-site parents from :func:`numpyro.infer.inspect.get_model_relations`.
     deterministic : tuple of str
         Names of ``numpyro.deterministic`` sites.
+    factors : tuple of str
+        Names of ``numpyro.factor`` sites (terms of the density with no
+        generative story); they are not in ``sites``.
+    subsampled : dict of plate → (size, subsample size)
+        Plates declared with a ``subsample_size`` below their size.
     """
 
     sites: dict[str, SiteTrace]
@@ -118,6 +124,14 @@ class ProgramTrace:
     plate_sizes: dict[str, int]
     parents: dict[str, list[str]]
     deterministic: tuple[str, ...]
+    factors: tuple[str, ...] = ()
+    subsampled: dict = field(default_factory=dict)
+
+    def masked_observations(self) -> tuple[str, ...]:
+        """Sites written with ``obs_mask=``: NumPyro splits ``X`` into ``X_observed``, ``X_unobserved``
+        and a deterministic ``X``."""
+        return tuple(n for n in self.deterministic
+                     if f"{n}_observed" in self.sites and f"{n}_unobserved" in self.sites)
 
 
 def _unwrap(fn):
@@ -149,7 +163,7 @@ def _describe(site) -> SiteTrace:
         plates=frames,
         batch_ndim=len(fn.batch_shape),
         event_shape=tuple(fn.event_shape),
-        dtype=np.dtype(value.dtype),
+        dtype=np.dtype(jax.numpy.result_type(value)),
         distribution=type(base).__name__,
         support=None if _holds_tracer(support) else support,
         support_is_static=not _holds_tracer(support),
@@ -222,17 +236,23 @@ def trace_program(model: Callable, model_kwargs: Mapping[str, int]) -> ProgramTr
     plate_parents: dict[str, str | None] = {}
     plate_sizes: dict[str, int] = {}
     deterministic: list[str] = []
+    factors: list[str] = []
+    subsampled: dict[str, tuple[int, int]] = {}
 
     def run():
         seeded = handlers.seed(model, rng_seed=0)
         tr = handlers.trace(seeded).get_trace(**model_kwargs)
         for name, site in tr.items():
-            if site["type"] == "sample":
+            if site["type"] == "sample" and isinstance(_unwrap(site["fn"]), Unit):
+                factors.append(name)
+            elif site["type"] == "sample":
                 records[name] = _describe(site)
             elif site["type"] == "plate":
                 stack = site["cond_indep_stack"]
                 plate_parents[name] = stack[0].name if stack else None
                 plate_sizes[name] = int(site["args"][0])
+                if site["args"][1] is not None and int(site["args"][1]) < int(site["args"][0]):
+                    subsampled[name] = (int(site["args"][0]), int(site["args"][1]))
             elif site["type"] == "deterministic":
                 deterministic.append(name)
         return 0
@@ -260,6 +280,8 @@ def trace_program(model: Callable, model_kwargs: Mapping[str, int]) -> ProgramTr
         plate_sizes=plate_sizes,
         parents={k: list(v) for k, v in relations["sample_sample"].items()},
         deterministic=tuple(deterministic),
+        factors=tuple(factors),
+        subsampled=subsampled,
     )
 
 

@@ -1,5 +1,6 @@
 """Programs amortize cannot factorize get errors that name the site and the fix."""
 
+import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 import pytest
@@ -163,3 +164,39 @@ def test_program_that_fails_reports_its_own_error():
 
     with pytest.raises(am.ModelError, match=r"failed when traced.*RuntimeError: boom"):
         build_graph(model, ["y"], {"obs": (1, 5)})
+
+
+def _one_level(extra):
+    """A one-level program with one extra statement ``extra(mu, n_obs, y)``."""
+    def model(n_obs, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        extra(mu, n_obs, y)
+
+    return model
+
+
+def _observe(mu, n_obs, y, **kwargs):
+    with numpyro.plate("obs", n_obs, **kwargs.pop("plate", {})):
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y, **kwargs)
+
+
+@pytest.mark.parametrize("extra, match", [
+    # numpyro.factor: a density term no simulation can produce (the semi-supervised HMM's whole likelihood)
+    (lambda mu, n, y: (_observe(mu, n, y), numpyro.factor("penalty", -mu**2)),
+     r"numpyro.factor site\(s\) `penalty`.*cannot be simulated.*amortize.reference.nuts"),
+    # an observation fixed inside the program: every simulation holds the same value
+    (lambda mu, n, y: (_observe(mu, n, y), numpyro.sample("anchor", dist.Normal(mu, 1.0), obs=0.5)),
+     r"Site `anchor` is observed inside the program.*data=\[..., 'anchor'\]"),
+    # obs_mask: NumPyro's imputation idiom, which would silently do nothing
+    (lambda mu, n, y: _observe(mu, n, y, obs_mask=jnp.arange(n) % 2 == 0),
+     r"Site `y` is written with obs_mask="),
+    # subsampling: each simulation would train on, and infer from, part of a data set
+    (lambda mu, n, y: _observe(mu, n, y, plate={"subsample_size": 3}),
+     r"Plate `obs` subsamples \(subsample_size=3 of 5\).*Remove subsample_size"),
+])
+def test_what_cannot_be_amortized_is_refused_loudly(extra, match):
+    with pytest.raises(am.ModelError, match=match):
+        am.compile(_one_level(extra), data=["y"], sizes={"obs": (2, 5)})
+    # The same program is fine for NUTS, which evaluates its density as written.
+    if "factor" in match:
+        build_graph(_one_level(extra), ["y"], {"obs": (2, 5)}, amortized=False)
