@@ -7,7 +7,7 @@ the program. Afterwards :meth:`Amortizer.sample` returns the posterior of any
 data set in milliseconds as an ArviZ ``DataTree`` (InferenceData schema).
 """
 
-__version__ = "0.1.0"
+from amortize._version import __version__  # noqa: F401
 
 from amortize.amortizer import Amortizer, compile  # noqa: E402
 from amortize.build import NetworkConfig  # noqa: E402
@@ -23,7 +23,7 @@ from amortize.errors import (  # noqa: E402
     TrainingError,
 )
 from amortize.refine import Certificate, certificate  # noqa: E402
-from amortize.persist import load  # noqa: E402
+from amortize.loading import load  # noqa: E402
 from amortize.train import TrainConfig  # noqa: E402
 from amortize import diagnostics, models, reference  # noqa: E402
 

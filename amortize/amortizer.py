@@ -12,7 +12,8 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 from flax import nnx
 
-from amortize import __version__
+from amortize._version import __version__
+from amortize import persist
 from amortize.build import AmortizerNetwork, NetworkConfig, network_spec
 from amortize.convert import to_datatree
 from amortize.data import prepare_data
@@ -322,10 +323,23 @@ class Amortizer:
 
     def save(self, path) -> None:
         """Write the trained amortizer to ``path`` (one file; see :func:`amortize.load`)."""
-        from amortize.persist import save_amortizer
-
         self._require_trained()
-        save_amortizer(self, path)
+        manifest = persist.manifest(persist.FORMAT, self, self.graph, fingerprint=self.graph.fingerprint())
+        persist.write_archive(path, manifest, self.network, self.graph.model)
+
+    @classmethod
+    def from_archive(cls, archive: persist.Archive, model: Callable | None = None) -> "Amortizer":
+        """Rebuild a saved amortizer (see :func:`amortize.load`, which reads the archive and dispatches here)."""
+        manifest = archive.manifest
+        if model is None:
+            model = persist.restore_programs(archive.programs, archive.path, "am.load(path, model=my_model)")
+        graph = persist.checked_graph(model, manifest, manifest["fingerprint"], archive.path)
+        amortizer = cls(graph, factorize(graph), NetworkConfig(**manifest["network_config"]))
+        network = AmortizerNetwork(amortizer.spec, rngs=nnx.Rngs(0))
+        persist.fill_weights(network, archive.weights, archive.path)
+        amortizer.network = network
+        amortizer.history = persist.history_of(manifest)
+        return amortizer
 
 
 def _chains_for(num_samples: int, num_chains: int | None) -> int:

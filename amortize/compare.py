@@ -25,9 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from amortize import persist
 from amortize.build import NetworkConfig, NetworkSpec, data_standardization, embed, network_spec, summary_networks
 from amortize.data import prepare_data
-from amortize.errors import AmortizeError, ModelError
+from amortize.errors import AmortizeError, AmortizerFileError, ModelError
 from amortize.graph import ModelGraph, build_graph, factorize
 from amortize.networks import MLP
 from amortize.simulate import Simulation, simulate
@@ -381,10 +382,33 @@ class ModelComparison:
 
     def save(self, path) -> None:
         """Write the trained comparison to ``path`` (one file); :func:`amortize.load` reads it back."""
-        from amortize.persist import save_comparison
-
         self._require_trained()
-        save_comparison(self, path)
+        first = next(iter(self.graphs.values()))
+        manifest = persist.manifest(persist.COMPARISON_FORMAT, self, first, models=list(self.names),
+                                    prior=self.prior.tolist(),
+                                    fingerprints={name: g.fingerprint() for name, g in self.graphs.items()})
+        persist.write_archive(path, manifest, self.network, {name: g.model for name, g in self.graphs.items()})
+
+    @classmethod
+    def from_archive(cls, archive: persist.Archive, models: Mapping[str, Callable] | None = None
+                     ) -> "ModelComparison":
+        """Rebuild a saved comparison (see :func:`amortize.load`, which reads the archive and dispatches here)."""
+        manifest, path = archive.manifest, archive.path
+        names = manifest["models"]
+        if models is None:
+            models = persist.restore_programs(archive.programs, path, "am.load(path, model={'name': program, ...})")
+        if not isinstance(models, Mapping) or list(models) != names:
+            raise AmortizerFileError(
+                f"{path} holds a comparison of the models {names}; pass model= as a mapping with "
+                f"exactly those names, in that order.")
+        graphs = {name: persist.checked_graph(models[name], manifest, manifest["fingerprints"][name], path,
+                                              label=f"Model `{name}`") for name in names}
+        comparison = cls(graphs, manifest["prior"], NetworkConfig(**manifest["network_config"]))
+        network = ComparisonNetwork(comparison.spec, len(names), rngs=nnx.Rngs(0))
+        persist.fill_weights(network, archive.weights, path)
+        comparison.network = network
+        comparison.history = persist.history_of(manifest)
+        return comparison
 
     def with_sizes(self, sizes: Mapping[str, Any]) -> "ModelComparison":
         """The same models over new size ranges, starting from these trained weights (transfer learning).

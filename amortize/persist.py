@@ -6,6 +6,11 @@ of the program's graph, network configuration, history), ``weights.npz``
 cloudpickle: by reference when importable, by value otherwise). A saved
 model comparison has the same three members, with every model's fingerprint
 and a name → program mapping.
+
+This module only reads and writes archives; it imports neither facade. Each
+facade (:class:`~amortize.Amortizer`, :class:`~amortize.ModelComparison`)
+writes its own manifest and rebuilds itself from an :class:`Archive`;
+:func:`amortize.load` (:mod:`amortize.loading`) dispatches on the format.
 """
 
 from __future__ import annotations
@@ -14,17 +19,19 @@ import io
 import json
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
-
 import cloudpickle
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from amortize._version import __version__
 from amortize.errors import AmortizeError, AmortizerFileError
+from amortize.graph import build_graph
 
-__all__ = ["save_amortizer", "save_comparison", "load"]
+__all__ = ["Archive", "FORMAT", "COMPARISON_FORMAT", "manifest", "write_archive", "read_archive", "fill_weights",
+           "restore_programs", "checked_graph", "history_of"]
 
 FORMAT = "amortize.amortizer"
 COMPARISON_FORMAT = "amortize.comparison"
@@ -42,11 +49,22 @@ def _flatten(tree, prefix=""):
     return out
 
 
-def _manifest(kind: str, saved, **extra) -> dict:
-    """What every saved file records: format, versions, data, sizes, network configuration, history."""
-    from amortize import __version__
+@dataclass(frozen=True)
+class Archive:
+    """A saved file's members, read and checked (format and version) by :func:`read_archive`."""
 
-    graph = saved.graph
+    path: Path
+    manifest: dict
+    weights: bytes
+    programs: bytes
+
+
+def manifest(kind: str, saved, graph, **extra) -> dict:
+    """What every saved file records: format, versions, data, sizes, network configuration, history.
+
+    ``saved`` is the facade (its ``network_config`` and ``history``), ``graph``
+    a :class:`~amortize.graph.ModelGraph` whose data names and sizes it shares.
+    """
     return {
         "format": kind,
         "version": VERSION,
@@ -57,12 +75,6 @@ def _manifest(kind: str, saved, **extra) -> dict:
         "network_config": saved.network_config.to_dict(),
         "history": {k: np.asarray(v).tolist() for k, v in (saved.history or {}).items()},
     }
-
-
-def save_amortizer(amortizer, path) -> None:
-    """Write ``amortizer`` to ``path``; see :func:`load`."""
-    manifest = _manifest(FORMAT, amortizer, fingerprint=amortizer.graph.fingerprint())
-    _write_archive(path, manifest, amortizer.network, amortizer.graph.model)
 
 
 def _describe_mismatch(saved: dict, current: dict) -> str:
@@ -78,7 +90,7 @@ def _describe_mismatch(saved: dict, current: dict) -> str:
     return "the graphs differ"
 
 
-def _write_archive(path, manifest: dict, network, programs) -> None:
+def write_archive(path, manifest: dict, network, programs) -> None:
     """Write the archive atomically: to a temporary file beside ``path``, then renamed over it, so a
     crash mid-save never leaves a corrupted file where a good one was."""
     path = Path(path)
@@ -102,7 +114,7 @@ def _write_archive(path, manifest: dict, network, programs) -> None:
             temporary.unlink()
 
 
-def _fill_weights(network, weights_bytes: bytes, path: Path) -> None:
+def fill_weights(network, weights_bytes: bytes, path: Path) -> None:
     """Replace ``network``'s variables by the saved ones, checking names and shapes."""
     state = nnx.state(network)
     pure = nnx.to_pure_dict(state)
@@ -131,7 +143,7 @@ def _fill_weights(network, weights_bytes: bytes, path: Path) -> None:
     nnx.update(network, state)
 
 
-def _restore_programs(program_bytes: bytes, path: Path, hint: str):
+def restore_programs(program_bytes: bytes, path: Path, hint: str):
     try:
         return cloudpickle.loads(program_bytes)
     except Exception as error:  # any unpickling failure means the program cannot be restored
@@ -141,9 +153,8 @@ def _restore_programs(program_bytes: bytes, path: Path, hint: str):
         ) from None
 
 
-def _checked_graph(model, manifest: dict, fingerprint: dict, path: Path, label: str = "The program"):
-    from amortize.graph import build_graph
-
+def checked_graph(model, manifest: dict, fingerprint: dict, path: Path, label: str = "The program"):
+    """``model``'s graph at the saved data names and sizes, refused unless its fingerprint is the saved one."""
     try:
         graph = build_graph(model, manifest["data"], {p: tuple(r) for p, r in manifest["sizes"].items()})
     except AmortizeError as error:
@@ -158,32 +169,15 @@ def _checked_graph(model, manifest: dict, fingerprint: dict, path: Path, label: 
     return graph
 
 
-def load(path, model=None):
-    """Load an amortizer written by :meth:`Amortizer.save` (or a comparison, by :meth:`ModelComparison.save`).
-
-    Parameters
-    ----------
-    path : str or Path
-    model : callable, or mapping of name → callable for a model comparison, optional
-        The program(s) to attach. By default the pickled programs in the file
-        are used; pass them when their module has moved. Each must compile
-        to the same graph as the saved one.
-
-    Returns
-    -------
-    Amortizer or ModelComparison
-        Draws (or probabilities) under the same seed equal those of the saved one.
+def read_archive(path) -> Archive:
+    """Read a saved file's members and check its format and version.
 
     Raises
     ------
     AmortizerFileError
-        The file is missing, not an amortizer, corrupted, from an incompatible
-        version, or its program does not match.
+        The file is missing, a folder, not an amortize archive, corrupted, or
+        from an incompatible version.
     """
-    from amortize.amortizer import Amortizer
-    from amortize.build import AmortizerNetwork, NetworkConfig
-    from amortize.graph import factorize
-
     path = Path(path)
     if not path.exists():
         raise AmortizerFileError(f"No saved amortizer at {path}: the file does not exist.")
@@ -207,45 +201,9 @@ def load(path, model=None):
             f"{path} has amortizer file version {manifest.get('version')}, this amortize reads "
             f"version {VERSION}; save it again with this version of amortize."
         )
-    history = {k: np.asarray(v) for k, v in manifest.get("history", {}).items()} or None
-    config = NetworkConfig(**manifest["network_config"])
-    if manifest["format"] == COMPARISON_FORMAT:
-        return _load_comparison(path, manifest, weights_bytes, program_bytes, model, config, history)
-    if model is None:
-        model = _restore_programs(program_bytes, path, "am.load(path, model=my_model)")
-    graph = _checked_graph(model, manifest, manifest["fingerprint"], path)
-    amortizer = Amortizer(graph, factorize(graph), config)
-    network = AmortizerNetwork(amortizer.spec, rngs=nnx.Rngs(0))
-    _fill_weights(network, weights_bytes, path)
-    amortizer.network = network
-    amortizer.history = history
-    return amortizer
+    return Archive(path, manifest, weights_bytes, program_bytes)
 
 
-def save_comparison(comparison, path) -> None:
-    """Write a trained :class:`ModelComparison` to ``path``; :func:`load` reads it back."""
-    manifest = _manifest(COMPARISON_FORMAT, comparison, models=list(comparison.names),
-                         prior=comparison.prior.tolist(),
-                         fingerprints={name: g.fingerprint() for name, g in comparison.graphs.items()})
-    _write_archive(path, manifest, comparison.network,
-                   {name: g.model for name, g in comparison.graphs.items()})
-
-
-def _load_comparison(path, manifest, weights_bytes, program_bytes, models, config, history):
-    from amortize.compare import ComparisonNetwork, ModelComparison
-
-    names = manifest["models"]
-    if models is None:
-        models = _restore_programs(program_bytes, path, "am.load(path, model={'name': program, ...})")
-    if not isinstance(models, Mapping) or list(models) != names:
-        raise AmortizerFileError(
-            f"{path} holds a comparison of the models {names}; pass model= as a mapping with "
-            f"exactly those names, in that order.")
-    graphs = {name: _checked_graph(models[name], manifest, manifest["fingerprints"][name], path,
-                                   label=f"Model `{name}`") for name in names}
-    comparison = ModelComparison(graphs, manifest["prior"], config)
-    network = ComparisonNetwork(comparison.spec, len(names), rngs=nnx.Rngs(0))
-    _fill_weights(network, weights_bytes, path)
-    comparison.network = network
-    comparison.history = history
-    return comparison
+def history_of(manifest: dict) -> dict | None:
+    """The training history a manifest records, as arrays (None if it has none)."""
+    return {k: np.asarray(v) for k, v in manifest.get("history", {}).items()} or None

@@ -17,7 +17,7 @@ from numpyro import handlers
 from numpyro.distributions import ExpandedDistribution, Independent, MaskedDistribution, constraints
 from numpyro.infer.reparam import LocScaleReparam
 
-from amortize import __version__
+from amortize._version import __version__
 from amortize.convert import to_datatree
 from amortize.data import padded_from_prepared, prepare_data
 from amortize.graph import graph_for
