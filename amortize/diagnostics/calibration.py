@@ -101,7 +101,8 @@ class Calibration:
     _tests: dict = field(default_factory=dict, repr=False)
 
     def sbc_test(self, name: str, prob: float = 0.95) -> dict:
-        """ECDF band test of one parameter's ranks (one unit per data set)."""
+        """ECDF band test of one parameter's ranks (one unit per data set): :func:`ecdf_band`'s dict,
+        plus ``pit``, the PIT values tested."""
         key = (name, prob)
         if key not in self._tests:
             p = self.parameters[name]
@@ -110,7 +111,7 @@ class Calibration:
             order = rng.permutation(len(p["dataset"]))
             _, first = np.unique(p["dataset"][order], return_index=True)
             chosen = order[first]
-            self._tests[key] = ecdf_band(p["pit"][chosen], prob, seed=self.seed)
+            self._tests[key] = ecdf_band(p["pit"][chosen], prob, seed=self.seed) | {"pit": p["pit"][chosen]}
         return self._tests[key]
 
     def sbc_table(self, prob: float = 0.95):
@@ -168,13 +169,32 @@ class Calibration:
         return bool(self.sbc_table()["passed"].all())
 
     def to_dataset(self) -> xr.Dataset:
-        """All arrays as an ``xarray.Dataset`` (dims ``<parameter>_unit``), for saving or ArviZ."""
+        """All arrays as an ``xarray.Dataset``: variable ``<parameter>_<array>`` (e.g. ``mu_rank``,
+        ``theta_truth``) over dim ``<parameter>_unit``; names are valid in DataTree and netCDF."""
         variables = {}
         for name, p in self.parameters.items():
             dim = f"{name}_unit"
             for key, value in p.items():
-                variables[f"{name}/{key}"] = (dim, np.asarray(value))
+                variables[f"{name}_{key}"] = (dim, np.asarray(value))
         return xr.Dataset(variables, attrs={"num_draws": self.num_draws, "num_datasets": self.num_datasets})
+
+    def to_datatree(self):
+        """An ``xarray.DataTree`` for ArviZ: ``prior_sbc`` and ``calibration`` groups.
+
+        ``prior_sbc`` holds, per parameter, the PIT values of the SBC test (one
+        unit per data set, as :meth:`sbc_test` uses them) over dims
+        ``(chain, draw)`` = ``(1, data sets)``: the layout of
+        ``arviz_plots.plot_ecdf_pit``. ``calibration`` is :meth:`to_dataset`.
+        """
+        sbc = {}
+        for name in self.parameters:
+            pit = np.asarray(self.sbc_test(name)["pit"])
+            sbc[name] = (("chain", "draw"), pit[None, :])
+        lengths = {len(v[1][0]) for v in sbc.values()}
+        if len(lengths) > 1:  # data sets whose draws were not finite drop out per parameter
+            shortest = min(lengths)
+            sbc = {k: (v[0], v[1][:, :shortest]) for k, v in sbc.items()}
+        return xr.DataTree.from_dict({"prior_sbc": xr.Dataset(sbc), "calibration": self.to_dataset()})
 
 
 def _components(value: np.ndarray, lead: int, event_ndim: int) -> np.ndarray:

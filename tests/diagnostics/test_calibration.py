@@ -20,7 +20,7 @@ def test_ecdf_band_rejects_too_few_values():
         ecdf_band(np.array([0.5]))
 
 
-def test_a_trained_amortizer_is_calibrated_and_recovers(trained_conjugate):
+def test_a_trained_amortizer_is_calibrated_and_recovers(trained_conjugate, tmp_path):
     calibration = calibrate(trained_conjugate, num_datasets=200, num_samples=100, seed=0)
     table = calibration.sbc_table()
     assert set(table.index) == {"mu", "theta"}
@@ -35,5 +35,22 @@ def test_a_trained_amortizer_is_calibrated_and_recovers(trained_conjugate):
     # The data inform both levels: posterior variance well below the prior's.
     assert (recovery["contraction"] > 0.3).all(), recovery
     dataset = calibration.to_dataset()
-    np.testing.assert_array_equal(dataset["mu/rank"].values, calibration.parameters["mu"]["rank"])
-    assert dataset["mu/rank"].max() <= 100
+    np.testing.assert_array_equal(dataset["mu_rank"].values, calibration.parameters["mu"]["rank"])
+    assert dataset["mu_rank"].max() <= 100
+    # ArviZ's layout: a prior_sbc group of PIT values over (chain, draw), one draw per data set,
+    # which arviz_plots.plot_ecdf_pit reads; the tree survives a netCDF round trip.
+    tree = calibration.to_datatree()
+    assert tree["prior_sbc"]["theta"].dims == ("chain", "draw") and tree["prior_sbc"]["theta"].shape == (1, 200)
+    np.testing.assert_allclose(np.sort(tree["prior_sbc"]["mu"].values[0]),
+                               np.sort(calibration.sbc_test("mu")["pit"]))
+    import arviz_plots as azp
+    import matplotlib
+
+    matplotlib.use("Agg")
+    azp.plot_ecdf_pit(tree, var_names=["mu"])
+    path = tmp_path / "sbc.nc"
+    tree.to_netcdf(path)
+    import xarray as xr
+
+    np.testing.assert_array_equal(xr.open_datatree(path)["calibration"]["theta_rank"].values,
+                                  calibration.parameters["theta"]["rank"])
