@@ -16,9 +16,13 @@ import xarray as xr
 from amortize.data import PaddedPosterior, PreparedData, padded_from_prepared
 from amortize.errors import DataError
 from amortize.graph import ModelGraph
+from amortize.replay import covariate_names
 
 __all__ = ["to_datatree", "from_datatree", "padded_from_prepared", "add_groups", "instance_dataset",
            "parent_coordinate", "PaddedPosterior", "instance_dims"]
+
+#: The groups that hold data sites: responses, then design covariates.
+DATA_GROUPS = ("observed_data", "constant_data")
 
 
 def parent_coordinate(parent: str, plate: str) -> str:
@@ -74,19 +78,27 @@ def to_datatree(
     -------
     xarray.DataTree
         Groups ``posterior`` (dims ``(chain, draw, <plate>, ...)``),
-        ``observed_data`` and any of ``groups``.
+        ``observed_data`` (the data sites that depend on latents),
+        ``constant_data`` (design covariates: data sites that depend on no
+        latent, such as eight schools' standard errors; ArviZ's convention for
+        inputs with no predictive counterpart) and any of ``groups``.
     """
     posterior, dims = {}, {}
     for name, value in draws.items():
         site = graph.sites[name]
         posterior[name] = _in_chains(value, num_chains)
         dims[name] = _dims(name, site, len(site.event_shape))
-    observed = {}
+    observed, constant = {}, {}
+    covariates = set(covariate_names(graph))
     for name in graph.data_names:
         site = graph.sites[name]
-        observed[name] = prepared.values[name] if site.path else prepared.values[name][0]
+        # ArviZ's convention: inputs without a predictive counterpart (design covariates) are constant_data.
+        target = constant if name in covariates else observed
+        target[name] = prepared.values[name] if site.path else prepared.values[name][0]
         dims[name] = _dims(name, site, len(site.event_shape))
     contents = {"posterior": posterior, "observed_data": observed}
+    if constant:
+        contents["constant_data"] = constant
     for group, variables in (groups or {}).items():
         contents[group] = {}
         for name, value in variables.items():
@@ -137,7 +149,7 @@ def _class_probability_group(probabilities: dict, graph: ModelGraph, prepared: P
 def _plate_labels(tree, graph: ModelGraph) -> dict:
     """Labels of every plate's instances and of each nested instance's parent, from any group."""
     coords = {}
-    for group in ("observed_data", "posterior"):
+    for group in (*DATA_GROUPS, "posterior"):
         if group in tree.children:
             for name, coordinate in tree[group].coords.items():
                 coords.setdefault(name, np.asarray(coordinate.values))
@@ -216,14 +228,15 @@ def from_datatree(tree, graph: ModelGraph) -> PaddedPosterior:
         mask = np.zeros(tuple(sizes[q] for q in p.path), bool)
         mask[tuple(positions[plate].T)] = True
         masks[plate] = mask
-    observed = tree["observed_data"]
+    sources = [tree[g] for g in DATA_GROUPS if g in tree.children]
     data = {}
     for name in graph.data_names:
-        if name not in observed.data_vars:
-            raise DataError(f"The DataTree's observed_data has no data site `{name}`.")
+        found = next((source for source in sources if name in source.data_vars), None)
+        if found is None:
+            raise DataError(f"The DataTree has no data site `{name}` in observed_data or constant_data.")
         site = graph.sites[name]
         where = positions[site.path[-1]] if site.path else None
-        data[name] = _scatter(np.asarray(observed[name].values), where,
+        data[name] = _scatter(np.asarray(found[name].values), where,
                               tuple(sizes[q] for q in site.path), 0)
     latents, num_chains = {}, 1
     if "posterior" in tree.children:
@@ -243,7 +256,7 @@ def from_datatree(tree, graph: ModelGraph) -> PaddedPosterior:
 def _plate_coords(tree, dims) -> dict:
     """Coordinates of the plate dims in ``dims`` (labels and parent labels), from the tree."""
     coords = {}
-    for group in ("observed_data", "posterior"):
+    for group in (*DATA_GROUPS, "posterior"):
         if group not in tree.children:
             continue
         for name, coordinate in tree[group].coords.items():

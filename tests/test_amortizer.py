@@ -265,6 +265,18 @@ def test_set_transformer_summary_end_to_end():
     b, _ = amortizer.draws({k: v[order] for k, v in data.items()}, 500, seed=2)
     np.testing.assert_allclose(a["mu"], b["mu"], rtol=1e-4, atol=1e-4)  # attention pooling is invariant
     assert a["theta"].shape == (500, 8)
+    # The standard errors are a design covariate: ArviZ's constant_data, not observed_data, so that
+    # predictive plots find a replicate for every observed variable without var_names.
+    tree = am.diagnostics.posterior_predictive(amortizer.sample(data, 400, seed=3, certify=False), amortizer, seed=0)
+    assert list(tree["observed_data"].data_vars) == ["y"]
+    np.testing.assert_array_equal(tree["constant_data"]["sigma"].values, eight_schools.SIGMA)
+    assert list(tree["posterior_predictive"].data_vars) == ["y"]
+    import arviz_plots as azp
+    import matplotlib
+
+    matplotlib.use("Agg")
+    azp.plot_ppc_dist(tree)
+    assert am.diagnostics.pooling_factors(tree, amortizer)["theta"].shape == (8,)
 
 
 def test_user_errors_of_fit_save_and_load_are_amortize_errors(quick_two_level, tmp_path):

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import xarray as xr
 
-from amortize.convert import add_groups, from_datatree, instance_dataset
+from amortize.convert import DATA_GROUPS, add_groups, from_datatree, instance_dataset
 from amortize.data import take_instances
 from amortize.errors import AmortizeError
 from amortize.graph import resolve_graph
@@ -24,7 +24,8 @@ __all__ = ["posterior_predictive", "log_likelihood", "pooling_factors", "predict
 
 
 def _graph(model, tree):
-    return resolve_graph(model, list(tree["observed_data"].data_vars))
+    names = [n for g in DATA_GROUPS if g in tree.children for n in tree[g].data_vars]
+    return resolve_graph(model, names)
 
 
 def _positions(padded, graph, name):
