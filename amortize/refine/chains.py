@@ -35,7 +35,8 @@ from amortize.graph import Factorization, ModelGraph
 from amortize.graph.factorize import Factor
 from amortize.refine.density import log_density_terms
 
-__all__ = ["summable_chain", "chain_density_function", "ChainSum", "sum_out_chain", "draw_chains"]
+__all__ = ["summable_chain", "chain_density_function", "summed_log_density", "ChainSum", "sum_out_chain",
+           "draw_chains"]
 
 
 def summable_chain(graph: ModelGraph, factorization: Factorization) -> Factor | None:
@@ -56,21 +57,14 @@ def summable_chain(graph: ModelGraph, factorization: Factorization) -> Factor | 
     return chain
 
 
-def chain_density_function(graph: ModelGraph, factorization: Factorization, sizes: dict, chain: Factor):
-    """A jitted ``(values, data, masks) -> (outer (N,), emission (N, T), transition (N, T))``.
-
-    ``transition[:, t]`` is the chain site's log density at step t (its
-    initial distribution at t = 0), ``emission[:, t]`` the sum of every
-    other site's at step t (sub-plates included), ``outer`` everything else;
-    padded instances count 0. Arguments as for
-    :func:`~amortize.refine.density.log_density_function`.
-    """
+def _chain_parts(graph: ModelGraph, factorization: Factorization, sizes: dict, chain: Factor):
+    """One draw's ``(values, data, masks) -> (outer (), emission (T,), transition (T,))``, unjitted."""
     level = chain.path[0]
     site_name = chain.targets[0]
     terms_of = log_density_terms(graph, factorization, sizes)
     paths = {n: s.path for n, s in graph.sites.items()}
 
-    def one(values, data, masks):
+    def parts(values, data, masks):
         terms = terms_of(values, data, masks)
         outer = 0.0
         emission = jnp.zeros(masks[level].shape)
@@ -87,7 +81,61 @@ def chain_density_function(graph: ModelGraph, factorization: Factorization, size
                 outer = outer + value.sum()
         return outer, emission, transition
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+    return parts
+
+
+def chain_density_function(graph: ModelGraph, factorization: Factorization, sizes: dict, chain: Factor):
+    """A jitted ``(values, data, masks) -> (outer (N,), emission (N, T), transition (N, T))``.
+
+    ``transition[:, t]`` is the chain site's log density at step t (its
+    initial distribution at t = 0), ``emission[:, t]`` the sum of every
+    other site's at step t (sub-plates included), ``outer`` everything else;
+    padded instances count 0. Arguments as for
+    :func:`~amortize.refine.density.log_density_function`.
+    """
+    parts = _chain_parts(graph, factorization, sizes, chain)
+    return jax.jit(jax.vmap(parts, in_axes=(0, None, None)))
+
+
+def summed_log_density(graph: ModelGraph, factorization: Factorization, sizes: dict, chain: Factor):
+    """A differentiable ``(values, data, masks) -> log p(θ, y)``, the chain summed out, for one draw.
+
+    ``values``: every factor but the chain, unconstrained packed ``(*plates, dim)``.
+    The same decomposition as :func:`sum_out_chain` (K² chains, forward
+    algorithm), in JAX, so that NUTS can run on the other latents
+    (``refine="nuts"``); the caller checks the decomposition once with
+    :func:`sum_out_chain` before trusting it.
+    """
+    parts = _chain_parts(graph, factorization, sizes, chain)
+    level, k = chain.path[0], chain.classes
+
+    def log_p(values, data, masks):
+        steps = masks[level].shape[0]
+        odd = jnp.arange(steps) % 2 == 1
+        z, outer, emission, initial = {}, None, [], []
+        for a in range(k):
+            for b in range(k):
+                pattern = jnp.where(odd, b, a).astype(jnp.float32)[:, None]
+                out, e, z[a, b] = parts(dict(values, **{chain.name: pattern}), data, masks)
+                if a == b:
+                    emission.append(e)
+                    outer = out if outer is None else outer
+            initial.append(z[a, a][0])
+        # A_t(a, b): from the chain (a, b, a, ...) at odd t, from (b, a, b, ...) at even t.
+        transition = jnp.stack([jnp.stack([jnp.where(odd, z[a, b], z[b, a]) for b in range(k)], -1)
+                                for a in range(k)], -2)  # (T, K, K)
+        emission = jnp.stack(emission, -1)  # (T, K)
+
+        def step(log_alpha, inputs):
+            a_t, e_t, m_t = inputs
+            new = jax.nn.logsumexp(log_alpha[:, None] + a_t, axis=0) + e_t
+            return jnp.where(m_t, new, log_alpha), None
+
+        first = jnp.stack(initial) + emission[0]
+        last, _ = jax.lax.scan(step, first, (transition[1:], emission[1:], masks[level][1:]))
+        return outer + jax.nn.logsumexp(last)
+
+    return log_p
 
 
 class ChainSum(NamedTuple):
@@ -172,7 +220,7 @@ def sum_out_chain(evaluate, values: dict, chain: Factor, mask: np.ndarray,
     if not finite.any() or np.any(np.isfinite(own) != np.isfinite(decomposed)):
         return None
     scale = np.abs(out_d) + np.abs(e_d).sum(1) + np.abs(z_d).sum(1) + 1.0
-    if np.any(np.abs(own - decomposed)[finite] > tolerance * scale[finite]):
+    if np.any(np.abs(own[finite] - decomposed[finite]) > tolerance * scale[finite]):
         return None
 
     log_alpha = np.empty((n, steps, k))

@@ -43,7 +43,8 @@ from amortize.program.trace import sites_without_log_prob
 from amortize.refine.psis import khat_threshold, log_mean_exp, psis, relative_ess, resample
 from amortize.replay import masked_program, program_arguments
 
-__all__ = ["Certificate", "ImportanceResult", "importance", "inner_weights", "compiled_density", "MIN_DRAWS"]
+__all__ = ["Certificate", "ImportanceResult", "importance", "inner_weights", "compiled_density", "chain_sum",
+           "MIN_DRAWS"]
 
 #: Fewest draws for which a Pareto fit of the weights is attempted.
 MIN_DRAWS = 100
@@ -80,6 +81,7 @@ class ImportanceResult:
     certificate : Certificate
     joint_log_weights : array ``(S,)``
         log p(θ, y) − log q(θ | y) of each proposal draw with its own locals
+        (with a hidden Markov chain summed out, where the certificate sums it out)
         (−inf where the program's density is zero or not finite there).
     """
 
@@ -202,7 +204,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     chain = summable_chain(graph, factorization) if not blocks else None
     summed = None
     if chain is not None:
-        summed = _sum_out_chain(graph, factorization, padded, chain, values, masks, chunk, cache)
+        summed = chain_sum(graph, factorization, prepared, chain, values, cache)
     if summed is not None:
         # The chain summed out: weights over the other latents only, p(θ, y) / q(θ | y).
         others = {f: v[0] for f, v in first.log_q.items() if f != chain.name}
@@ -222,7 +224,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
             probabilities = {g: {f: v[index] for f, v in ps.items()} for g, ps in probabilities.items()}
             probabilities.setdefault("indicator_probabilities", {})[chain.name] = exact
             probabilities.setdefault("indicator_filtered_probabilities", {})[chain.name] = filtered
-        return ImportanceResult(_lead(selected), _lead(probabilities), certificate, joint)
+        return ImportanceResult(_lead(selected), _lead(probabilities), certificate, log_w)
 
     if not blocks:
         smoothed, khat = joint_smoothed, joint_khat
@@ -349,8 +351,11 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     return ImportanceResult(_lead(selected), _lead(probabilities), certificate, joint)
 
 
-def _sum_out_chain(graph, factorization, padded, chain, values, masks, chunk, cache):
-    """:func:`~amortize.refine.chains.sum_out_chain` on one data set, its density compiled once per sizes."""
+def chain_sum(graph: ModelGraph, factorization: Factorization, prepared: PreparedData, chain, values: dict,
+              cache: dict | None = None):
+    """:func:`~amortize.refine.chains.sum_out_chain` on one data set: ``values`` of factor → ``(N, *plates, dim)``
+    (the chain's drawn or any placeholder states included); the density is compiled once per sizes."""
+    padded = padded_from_prepared(prepared, graph)
     cache = {} if cache is None else cache
     cache_key = ("chain", tuple(sorted(padded.sizes.items())), chain.name)
     if cache_key not in cache:
@@ -358,6 +363,7 @@ def _sum_out_chain(graph, factorization, padded, chain, values, masks, chunk, ca
     compiled = cache[cache_key]
     data = {n: jnp.asarray(v, jnp.float32) for n, v in padded.data.items()}
     plate_masks = {p: jnp.asarray(m) for p, m in padded.masks.items()}
+    chunk = max(1, int(_WORK_ELEMENTS // (10 * _program_elements(prepared))))
 
     def evaluate(vs):
         parts = _evaluate(lambda v: dict(zip(("outer", "emission", "transition"),
@@ -365,7 +371,7 @@ def _sum_out_chain(graph, factorization, padded, chain, values, masks, chunk, ca
                           min(chunk, next(iter(vs.values())).shape[0]))
         return parts["outer"], parts["emission"], parts["transition"]
 
-    return sum_out_chain(evaluate, values, chain, np.asarray(masks[chain.path[0]], bool))
+    return sum_out_chain(evaluate, values, chain, np.asarray(prepared.masks[chain.path[0]][0], bool))
 
 
 def compiled_density(graph: ModelGraph, factorization: Factorization, padded, blocks, cache: dict | None):

@@ -28,7 +28,7 @@ from amortize.graph import ModelGraph
 from amortize.replay import masked_program, program_arguments
 from amortize.simulate import from_canonical, to_canonical
 
-__all__ = ["NUTSRun", "run_nuts", "warm_start", "RHAT_THRESHOLD"]
+__all__ = ["NUTSRun", "run_nuts", "run_nuts_on_potential", "warm_start", "RHAT_THRESHOLD"]
 
 #: Largest split R-hat a run may have to count as converged.
 RHAT_THRESHOLD = 1.01
@@ -104,6 +104,45 @@ def run_nuts(graph: ModelGraph, prepared: PreparedData, *, seed: int, num_warmup
              "tree_depth": np.floor(np.log2(np.asarray(extra["num_steps"]).reshape(-1) + 1)).astype(int),
              "step_size": np.asarray(extra["adapt_state.step_size"]).reshape(-1)}
     return NUTSRun(draws, stats, max_rhat, int(diverging.sum()), num_chains)
+
+
+def run_nuts_on_potential(potential, init: np.ndarray, inverse_mass_matrix: np.ndarray, *, seed: int,
+                          num_warmup: int, num_samples: int, target_accept_prob: float = 0.8,
+                          max_tree_depth: int = 10, chain_method: str = "vectorized",
+                          adapt_mass_matrix: bool = True) -> tuple[np.ndarray, dict, float, int]:
+    """NUTS on a potential over a flat vector (a program with its discrete latents summed out).
+
+    Parameters
+    ----------
+    potential : callable ``(D,) -> ()``, minus the log density
+    init : ``(chains, D)`` starting points
+    inverse_mass_matrix : ``(D, D)`` (dense) or ``(D,)``
+
+    Returns
+    -------
+    draws : ``(chains * num_samples, D)``
+    stats : ``diverging``, ``tree_depth``, ``step_size`` per draw
+    max_rhat : float, the worst split R-hat over the D coordinates
+    divergences : int
+    """
+    init = np.asarray(init, np.float32)
+    num_chains = init.shape[0]
+    dense = np.ndim(inverse_mass_matrix) == 2
+    kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
+                  inverse_mass_matrix=np.asarray(inverse_mass_matrix), dense_mass=dense,
+                  adapt_mass_matrix=adapt_mass_matrix)
+    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+                chain_method=chain_method, progress_bar=False)
+    mcmc.run(jax.random.key(seed), init_params=init if num_chains > 1 else init[0],
+             extra_fields=("diverging", "num_steps", "adapt_state.step_size"))
+    samples = np.asarray(mcmc.get_samples(group_by_chain=True))  # (chains, draws, D)
+    rhat = split_gelman_rubin(samples) if num_chains > 1 else np.ones(samples.shape[-1])
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    diverging = np.asarray(extra["diverging"]).reshape(-1)
+    stats = {"diverging": diverging,
+             "tree_depth": np.floor(np.log2(np.asarray(extra["num_steps"]).reshape(-1) + 1)).astype(int),
+             "step_size": np.asarray(extra["adapt_state.step_size"]).reshape(-1)}
+    return (samples.reshape((-1, samples.shape[-1])), stats, float(np.nanmax(rhat)), int(diverging.sum()))
 
 
 def warm_start(graph: ModelGraph, padded: PaddedPosterior, draws: dict, num_chains: int,

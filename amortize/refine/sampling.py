@@ -22,8 +22,9 @@ from amortize.data import PreparedData, padded_from_prepared, prepare_data
 from amortize.errors import CertificateWarning, RefineError
 from amortize.graph import Factorization, ModelGraph
 from amortize.infer import constrained, gather_instances
-from amortize.refine.importance import DEFENSIVE, Certificate, importance
-from amortize.refine.nuts import run_nuts, warm_start
+from amortize.refine.chains import draw_chains, summable_chain, summed_log_density
+from amortize.refine.importance import DEFENSIVE, Certificate, chain_sum, importance
+from amortize.refine.nuts import DENSE_LIMIT, RHAT_THRESHOLD, run_nuts, run_nuts_on_potential, warm_start
 
 __all__ = ["Posterior", "posterior_draws", "REFINE_METHODS", "NUTS_DEFAULTS"]
 
@@ -140,6 +141,8 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
             if refine in ("psis", "auto"):
                 values, probabilities = result.values, result.probabilities
     discrete = any(graph.sites[n].is_discrete for n in graph.latent_names)
+    # A hidden Markov chain the certificate could sum out: NUTS runs on the other latents.
+    chain_summed = certificate is not None and certificate.method.endswith("chain summed out")
     if refine is None or refine == "psis":
         if refine == "psis":
             attrs.update(refine="psis", refine_reason="asked for")
@@ -152,7 +155,7 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
                                                       f"{certificate.threshold:.2f}")
             return _finish(values, probabilities, prepared, graph, factorization, num_samples, attrs,
                            certificate)
-        if discrete:
+        if discrete and not chain_summed:
             attrs.update(refine="psis", refine_reason="k̂ above the threshold, but NUTS cannot move "
                                                       "the discrete latents")
             _warn(certificate, "psis", discrete)
@@ -161,6 +164,9 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
         attrs.update(refine_reason=f"k̂ {certificate.khat:.2f} above {certificate.threshold:.2f}")
     else:
         attrs.update(refine_reason="asked for")
+    if chain_summed:
+        return _nuts_summed_chain(proposal.values, joint_log_weights, prepared, graph, factorization, num_samples,
+                                  seed, num_chains, options, attrs, certificate, cache)
     return _nuts(proposal.values, joint_log_weights, prepared, graph, factorization, num_samples, seed,
                  num_chains, options, attrs, certificate)
 
@@ -173,6 +179,82 @@ def _finish(values, probabilities, prepared, graph, factorization, num_samples, 
     probabilities = {g: gather_instances(ps, prepared, graph) for g, ps in probabilities.items()}
     return Posterior({n: np.asarray(v) for n, v in draws.items()}, probabilities, prepared, attrs,
                      None, certificate)
+
+
+def _start_and_mass(flat: np.ndarray, log_weights, num_chains: int, rng, confirmed: bool):
+    """Starting rows of ``flat (S, D)`` drawn by importance weight, and an inverse mass matrix from its
+    covariance (its diagonal when the certificate does not confirm q)."""
+    finite = np.all(np.isfinite(flat), axis=1)
+    lw = np.where(finite & np.isfinite(log_weights), log_weights, -np.inf)
+    if not np.any(np.isfinite(lw)):
+        raise RefineError("No amortized draw has a finite density under the program; NUTS cannot start "
+                          "from them. The data are probably far outside the training simulations.")
+    probability = np.exp(lw - lw.max())
+    probability = probability / probability.sum()
+    start = rng.choice(len(flat), size=num_chains, replace=int(np.sum(probability > 0)) < num_chains,
+                       p=probability)
+    covariance = np.atleast_2d(np.cov(flat[finite], rowvar=False))
+    covariance = covariance + 1e-6 * np.mean(np.diag(covariance)) * np.eye(len(covariance))
+    mass = covariance if confirmed and len(covariance) <= DENSE_LIMIT else np.diag(covariance)
+    return flat[start], mass
+
+
+def _nuts_summed_chain(values, log_weights, prepared, graph, factorization, num_samples, seed, num_chains,
+                       options, attrs, certificate, cache):
+    """``refine="nuts"`` for a program with a hidden Markov chain: NUTS on the other latents with the
+    chain summed out by the forward algorithm, then each chain drawn exactly given each NUTS draw."""
+    chain = summable_chain(graph, factorization)
+    padded = padded_from_prepared(prepared, graph)
+    others = [f.name for f in factorization if f.name != chain.name]
+    draws = {f: np.asarray(values[f])[0] for f in others}  # (S, *plates, dim), unconstrained packed
+    count = next(iter(draws.values())).shape[0]
+    shapes = {f: draws[f].shape[1:] for f in others}
+    widths = [int(np.prod(shapes[f])) for f in others]
+    flat = np.concatenate([draws[f].reshape(count, -1) for f in others], axis=1)
+    log_p = summed_log_density(graph, factorization, padded.sizes, chain)
+    data = {n: jnp.asarray(v, jnp.float32) for n, v in padded.data.items()}
+    masks = {p: jnp.asarray(m) for p, m in padded.masks.items()}
+
+    def unflatten(u, lead=()):
+        pieces = jnp.split(u, np.cumsum(widths)[:-1], axis=-1)
+        return {f: piece.reshape(lead + shapes[f]) for f, piece in zip(others, pieces)}
+
+    def potential(u):
+        return -log_p(unflatten(u), data, masks)
+
+    confirmed = certificate.ok
+    given = set(options.get("_given", ()))
+    if not confirmed:  # as in _nuts: diagonal start, adapted, longer warm-up
+        if "adapt_mass_matrix" not in given:
+            options["adapt_mass_matrix"] = True
+        if "num_warmup" not in given:
+            options["num_warmup"] = UNCONFIRMED_WARMUP
+    init, mass = _start_and_mass(flat, np.asarray(log_weights), num_chains, np.random.default_rng(seed), confirmed)
+    sampled, stats, max_rhat, divergences = run_nuts_on_potential(
+        potential, init, mass, seed=seed, num_warmup=int(options["num_warmup"]),
+        num_samples=int(math.ceil(num_samples / num_chains)), target_accept_prob=options["target_accept_prob"],
+        max_tree_depth=options["max_tree_depth"], chain_method=options["chain_method"],
+        adapt_mass_matrix=bool(options["adapt_mass_matrix"]))
+    n = len(sampled)
+    new = {f: np.asarray(v) for f, v in unflatten(jnp.asarray(sampled), (n,)).items()}
+    placeholder = np.zeros((n,) + np.asarray(values[chain.name]).shape[2:], np.float32)
+    summed = chain_sum(graph, factorization, prepared, chain, dict(new, **{chain.name: placeholder}), cache)
+    states, filtered, smoothed = draw_chains(np.random.default_rng(seed + 1), summed, np.arange(n))
+    new[chain.name] = states[..., None].astype(np.float32)
+    probabilities = {"indicator_probabilities": {chain.name: smoothed[None]},
+                     "indicator_filtered_probabilities": {chain.name: filtered[None]}}
+    converged = max_rhat <= RHAT_THRESHOLD and divergences == 0
+    attrs.update(refine="nuts", max_rhat=max_rhat, divergences=divergences, converged=int(converged),
+                 num_warmup=int(options["num_warmup"]), refine_chain="summed out by the forward algorithm")
+    if not converged:
+        warnings.warn(
+            f"refine='nuts' did not converge: max R-hat {max_rhat:.3f}, {divergences} divergent "
+            f"transitions. Run more warm-up (nuts_options={{'num_warmup': 1000}}) or raise "
+            f"target_accept_prob.", CertificateWarning, stacklevel=4)
+    posterior = _finish({f: v[None] for f, v in new.items()}, probabilities, prepared, graph, factorization,
+                        num_samples, attrs, certificate)
+    return Posterior(posterior.draws, posterior.probabilities, prepared, attrs,
+                     {k: v[:num_samples] for k, v in stats.items()}, certificate)
 
 
 def _nuts(values, log_weights, prepared, graph, factorization, num_samples, seed, num_chains, options, attrs,
