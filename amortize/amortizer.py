@@ -7,6 +7,7 @@ Everything stochastic takes an explicit seed; the pure pieces live in
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -17,9 +18,10 @@ from amortize import persist
 from amortize.build import AmortizerNetwork, NetworkConfig, network_spec
 from amortize.convert import to_datatree
 from amortize.data import prepare_data
-from amortize.errors import AmortizeError, DataError
+from amortize.errors import AmortizationGapWarning, AmortizeError, DataError
 from amortize.graph import Factorization, ModelGraph, build_graph, factorize
 from amortize.infer import gather_instances, make_latent_sampler, make_sampler
+from amortize.misspecification import QUANTILE, make_summarizer, summary_check
 from amortize.refine.sampling import posterior_draws
 from amortize.simulate import simulate_data_set
 from amortize.train import TrainConfig, checked_budget, chunked_simulator, fit_network, set_standardization
@@ -55,6 +57,7 @@ class Amortizer:
         self._latent_sampler = None
         self._densities = {}  # compiled program densities by padded sizes (certificates, refinement)
         self._chunked_simulator = None
+        self._summary_check = None  # where the training simulations' summaries lie (see summary_check)
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{p}: {r}" for p, r in self.graph.size_ranges.items())
@@ -135,7 +138,7 @@ class Amortizer:
             self.network, self.spec, self.graph, self.factorization, key=key, steps=steps,
             batch_size=batch_size, config=config, time_limit=remaining,
             simulation_budget=simulation_budget, progress=progress, simulator=self._simulator())
-        self._sampler = self._latent_sampler = None
+        self._sampler = self._latent_sampler = self._summary_check = None
         return self.history
 
     def _simulator(self):
@@ -261,7 +264,9 @@ class Amortizer:
         Warns
         -----
         AmortizationGapWarning
-            A plate's size is outside the trained range.
+            A plate's size is outside the trained range, or the data's summary
+            lies beyond what 99.5% of simulations from the program give
+            (:meth:`summary_check`): the networks extrapolate.
         CertificateWarning
             The certificate's k̂ is above 0.7: the draws are not confirmed by
             the program's density (under-trained networks, or data unlike the
@@ -277,7 +282,33 @@ class Amortizer:
                            attrs={"inference_library_version": __version__}, groups=groups,
                            class_probabilities=posterior.probabilities)
         tree["posterior"].attrs.update(posterior.attrs)
+        check, summarize = self.summary_check()
+        distance = float(check.distance(summarize(posterior.prepared.data, posterior.prepared.masks))[0])
+        tree["posterior"].attrs.update(summary_distance=distance, summary_threshold=check.threshold)
+        if not distance <= check.threshold:
+            warnings.warn(
+                f"These data are unlike the training simulations: their summary lies at Mahalanobis distance "
+                f"{distance:.1f} from the simulations' summaries, where {QUANTILE:.1%} of data sets simulated "
+                f"from the program lie below {check.threshold:.1f} (Schmitt et al. 2023). The networks "
+                f"extrapolate here: check the data's scale and units against the priors, widen the priors or "
+                f"the training sizes and train again, and see the certificate (am.certificate) or refine=.",
+                AmortizationGapWarning, stacklevel=2)
         return tree
+
+    def summary_check(self):
+        """Where the training simulations' summaries lie, and the summarizer: ``(SummaryCheck, summarize)``.
+
+        Calibrated once per training on 2048 fresh simulations (a fixed seed);
+        :meth:`sample` records each data set's ``summary_distance`` and the
+        ``summary_threshold`` in the posterior group's attributes, and warns
+        beyond it. See :mod:`amortize.misspecification`.
+        """
+        self._require_trained()
+        if self._summary_check is None:
+            summarize = make_summarizer(self.network, self.spec)
+            simulation = self._simulator()(jax.random.key(20231), 2048)
+            self._summary_check = (summary_check(summarize, simulation), summarize)
+        return self._summary_check
 
     def simulate(self, sizes: Mapping[str, int], seed: int = 0) -> tuple[dict, dict]:
         """Draw one test data set from the program, with the parameters it was drawn with.

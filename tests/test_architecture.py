@@ -22,7 +22,7 @@ STAGES = (
     ("amortize.simulate", "amortize.networks", "amortize.data"),
     ("amortize.build",),
     ("amortize.train",),
-    ("amortize.infer", "amortize.replay"),
+    ("amortize.infer", "amortize.replay", "amortize.misspecification"),
     ("amortize.refine",),
     ("amortize.convert",),
     ("amortize.diagnostics", "amortize.reference"),

@@ -1,0 +1,92 @@
+"""Data unlike the training simulations: a distance in summary space (Schmitt et al. 2023).
+
+An amortizer is only as good as its training simulations are like the data
+it is asked about. Schmitt, Bürkner, Köthe & Radev (2023, "Detecting model
+misspecification in amortized Bayesian inference with neural networks")
+compare the summary network's output for the observed data with its outputs
+for simulations from the program. Here the summary is the global embedding
+that every factor conditions on, and the comparison is a Mahalanobis
+distance to the simulations' summaries, with a threshold calibrated on
+held-out simulations:
+
+* fit the mean and covariance of the summaries of half of the simulations;
+* the threshold is the ``quantile`` (99.5%) of the other half's distances, so
+  that data from the program itself exceed it with that small probability;
+* a data set beyond the threshold lies where the networks were not trained:
+  its posterior is an extrapolation (the certificate, where the program has a
+  density, says how far off it is).
+
+This works for every program, including simulators without a density.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import numpy as np
+from flax import nnx
+
+from amortize.build import AmortizerNetwork, NetworkSpec, embed
+from amortize.simulate import Simulation
+
+__all__ = ["SummaryCheck", "make_summarizer", "summary_check", "QUANTILE"]
+
+#: Share of held-out simulations whose distance lies below the threshold.
+QUANTILE = 0.995
+
+
+def make_summarizer(net: AmortizerNetwork, spec: NetworkSpec):
+    """Return a jitted ``(data, masks) -> (B, embed_dim)``: the global summary of each data set."""
+    graphdef, state = nnx.split(net)
+
+    @partial(jax.jit)
+    def summarize_with(state, data, masks):
+        return embed(nnx.merge(graphdef, state), spec, data, masks)["global"]
+
+    return lambda data, masks: summarize_with(state, data, masks)
+
+
+@dataclass(frozen=True)
+class SummaryCheck:
+    """Where the training simulations' summaries lie.
+
+    Attributes
+    ----------
+    mean : ``(E,)``; precision : ``(E, E)``
+        Of the summaries of half of the held-out simulations.
+    threshold : float
+        The :data:`QUANTILE` of the other half's Mahalanobis distances.
+    num_simulations : int
+    """
+
+    mean: np.ndarray
+    precision: np.ndarray
+    threshold: float
+    num_simulations: int
+
+    def distance(self, summaries) -> np.ndarray:
+        """Mahalanobis distances ``(B,)`` of summaries ``(B, E)`` to the simulations' mean."""
+        centred = np.asarray(summaries, np.float64) - self.mean
+        return np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", centred, self.precision, centred), 0.0))
+
+
+def summary_check(summarize, simulation: Simulation, quantile: float = QUANTILE) -> SummaryCheck:
+    """Calibrate the check on simulations of the program (held out from training).
+
+    ``summarize`` is :func:`make_summarizer`'s function; ``simulation`` a batch
+    of simulated data sets at ragged sizes (invalid ones are left out).
+    """
+    summaries = np.asarray(summarize(simulation.data, simulation.masks), np.float64)
+    summaries = summaries[np.asarray(simulation.valid) & np.all(np.isfinite(summaries), axis=1)]
+    half = len(summaries) // 2
+    fit, held_out = summaries[:half], summaries[half:]
+    mean = fit.mean(0)
+    covariance = np.atleast_2d(np.cov(fit, rowvar=False))
+    covariance = covariance + 1e-6 * max(float(np.trace(covariance)) / len(covariance), 1e-12) * np.eye(
+        len(covariance))
+    precision = np.linalg.inv(covariance)
+    check = SummaryCheck(mean, precision, np.inf, len(summaries))
+    threshold = float(np.quantile(check.distance(held_out), quantile))
+    return SummaryCheck(mean, precision, threshold, len(summaries))
