@@ -161,8 +161,9 @@ class ConditionalFlow(nnx.Module):
         Widths of the parts of the conditioning vector (summary embedding,
         then each conditioning factor's latents).
     layers : int
-        Number of coupling layers (none for a one-dimensional affine flow,
-        where they would compose into the final affine layer).
+        Number of coupling layers (for a one-dimensional flow: none if
+        affine, where they would compose into the final affine layer, and at
+        most one spline).
     hidden : int
         Hidden width of each conditioner.
     depth : int
@@ -178,12 +179,16 @@ class ConditionalFlow(nnx.Module):
                  depth: int, kind: str, bins: int, bound: float, activation: str, rngs: nnx.Rngs):
         if kind not in ("spline", "affine"):
             raise ValueError(f"Unknown flow kind {kind!r}; use 'spline' or 'affine'.")
-        if kind == "affine" and dim == 1:
-            # On one dimension every coupling layer is an affine map whose
-            # parameters depend on the context alone, and affine maps compose
-            # into one: the final conditional affine layer is the whole flow (a
-            # conditional Gaussian), and more layers would only cost sampling time.
-            layers = 0
+        if dim == 1:
+            # On one dimension there is nothing to couple: every layer is an
+            # element-wise map whose parameters depend on the context alone.
+            # Affine maps compose into one, so the final conditional affine layer
+            # is the whole affine flow (a conditional Gaussian); one monotone
+            # rational-quadratic spline before it already bends a unimodal density
+            # as far as a stack would (skew, heavy shoulders), and each further
+            # layer would cost a pass per draw and instance: the local factors of
+            # scalar group effects set the sampling latency.
+            layers = 0 if kind == "affine" else min(layers, 1)
         self.dim, self.n_layers, self.hidden = dim, layers, hidden
         self.kind, self.bins, self.bound, self.activation = kind, bins, bound, activation
         n_params = 3 * bins + 1 if kind == "spline" else 2

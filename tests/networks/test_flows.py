@@ -106,13 +106,28 @@ def test_spline_gradients_are_finite_inside_and_outside_the_bound():
     assert np.isfinite(np.asarray(jax.grad(total)(params))).all()
 
 
+def _parabola_fit(flow):
+    """A 1-D flow's log density on a grid, the least-squares parabola through it, and its coefficients."""
+    grid = jnp.linspace(-3.0, 3.0, 13)[:, None]
+    log_q = np.asarray(flow.log_prob(grid, context(flow, grid.shape[0])), np.float64)
+    coefficients = np.polyfit(np.asarray(grid[:, 0]), log_q, 2)
+    return log_q, np.polyval(coefficients, np.asarray(grid[:, 0])), coefficients
+
+
 def test_one_dimensional_affine_flow_is_a_conditional_gaussian():
     # Its coupling layers would compose into one affine map: none are built,
     # and the log density is exactly quadratic in x with a negative curvature.
     flow = perturbed_flow("affine", 1)
     assert flow.n_layers == 0
-    grid = jnp.linspace(-3.0, 3.0, 13)[:, None]
-    log_q = np.asarray(flow.log_prob(grid, context(flow, grid.shape[0])), np.float64)
-    coefficients = np.polyfit(np.asarray(grid[:, 0]), log_q, 2)
-    np.testing.assert_allclose(np.polyval(coefficients, np.asarray(grid[:, 0])), log_q, atol=1e-4)
+    log_q, parabola, coefficients = _parabola_fit(flow)
+    np.testing.assert_allclose(parabola, log_q, atol=1e-4)
     assert coefficients[0] < 0
+
+
+def test_one_dimensional_spline_flow_has_one_layer_and_bends():
+    # A scalar factor needs no coupling stack: one context-conditioned spline, then the affine layer.
+    flow = perturbed_flow("spline", 1)
+    assert flow.n_layers == 1
+    log_q, parabola, _ = _parabola_fit(flow)
+    # Not a Gaussian: the spline bends the log density away from a parabola.
+    assert np.max(np.abs(parabola - log_q)) > 1e-3
