@@ -91,8 +91,13 @@ class Amortizer:
 
     def fit(self, steps: int | None = None, batch_size: int = 64, seed: int = 0, *,
             time_limit: float | None = None, config: TrainConfig | None = None,
-            simulation_budget: int | None = None, progress: bool = True) -> dict:
+            simulation_budget: int | None = None, progress: bool = True,
+            checkpoint=None, checkpoint_every: float = 300.0) -> dict:
         """Train on simulations from the program.
+
+        Ctrl-C (KeyboardInterrupt) stops training cleanly: the networks keep
+        what the completed steps learned, ``history["interrupted"]`` is True,
+        and a later ``fit`` trains on from there.
 
         Parameters
         ----------
@@ -120,6 +125,14 @@ class Amortizer:
             simulations at every step (online training, the default).
         progress : bool
             Show a progress bar with the training and validation loss.
+        checkpoint : str or Path, optional
+            Save the amortizer there (as :meth:`save` does, atomically) at a
+            validation at least every ``checkpoint_every`` seconds, and when
+            training ends or is interrupted. Resume after a crash with
+            ``am.load(checkpoint).fit(...)``: the weights carry over; the
+            optimizer's state and learning-rate schedule start afresh.
+        checkpoint_every : float
+            Seconds between checkpoints (default 300).
 
         Returns
         -------
@@ -134,11 +147,24 @@ class Amortizer:
             self.init(seed, config.pilot_size)
         key = jax.random.fold_in(jax.random.key(seed), 1)
         remaining = None if time_limit is None else time_limit - (time.perf_counter() - started)
+        on_validation = None
+        if checkpoint is not None:
+            last = [time.perf_counter()]
+
+            def on_validation(history):
+                if time.perf_counter() - last[0] >= checkpoint_every:
+                    self.history = history
+                    self.save(checkpoint)
+                    last[0] = time.perf_counter()
+
         self.history = fit_network(
             self.network, self.spec, self.graph, self.factorization, key=key, steps=steps,
             batch_size=batch_size, config=config, time_limit=remaining,
-            simulation_budget=simulation_budget, progress=progress, simulator=self._simulator())
+            simulation_budget=simulation_budget, progress=progress, simulator=self._simulator(),
+            on_validation=on_validation)
         self._sampler = self._latent_sampler = self._summary_check = None
+        if checkpoint is not None:
+            self.save(checkpoint)
         return self.history
 
     def _simulator(self):

@@ -240,6 +240,7 @@ def fit_network(
     simulation_budget: int | None = None,
     progress: bool = True,
     simulator: Callable[[jax.Array, int], Simulation] | None = None,
+    on_validation: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train ``net`` in place on the negative log posterior density; return the history.
 
@@ -252,6 +253,8 @@ def fit_network(
         As in :func:`optimize`.
     simulator : callable, optional
         A :func:`chunked_simulator` of this graph to reuse (saves its compilation).
+    on_validation : callable, optional
+        As in :func:`optimize` (checkpoints).
 
     Returns
     -------
@@ -263,7 +266,7 @@ def fit_network(
         lambda k, n: simulate(k, graph, factorization, n),
         simulator or chunked_simulator(graph, factorization), key=key, steps=steps,
         batch_size=batch_size, config=config, time_limit=time_limit,
-        simulation_budget=simulation_budget, progress=progress)
+        simulation_budget=simulation_budget, progress=progress, on_validation=on_validation)
 
 
 def optimize(
@@ -279,6 +282,7 @@ def optimize(
     time_limit: float | None = None,
     simulation_budget: int | None = None,
     progress: bool = True,
+    on_validation: Callable[[dict], None] | None = None,
 ) -> dict:
     """Train ``net``'s parameters in place on simulations; return the history.
 
@@ -316,6 +320,9 @@ def optimize(
         simulates that many data sets once and cycles through them in epochs.
     progress : bool
         Show a progress bar with the loss.
+    on_validation : callable, optional
+        Called after every validation with the history so far, once ``net``
+        holds the current weights (for checkpoints).
 
     Returns
     -------
@@ -324,7 +331,10 @@ def optimize(
         (per step, True where a non-finite loss or gradient was skipped),
         ``invalid`` (simulations with non-finite values left out, per step),
         ``val_step``, ``val_seconds`` (elapsed wall time), ``val_loss`` and
-        ``val_<part>`` for every part of ``loss_fn``.
+        ``val_<part>`` for every part of ``loss_fn``; ``interrupted`` (a
+        0-d bool) is True when a KeyboardInterrupt (Ctrl-C) stopped the run:
+        ``net`` then holds the weights of the last completed chunk of steps,
+        and the history ends there.
 
     Raises
     ------
@@ -419,6 +429,7 @@ def optimize(
         last_fraction = max(last_fraction, (now - training_started + ahead) / (deadline - training_started))
         return last_fraction
 
+    interrupted = False
     try:
         while done < max_steps:
             now = time.perf_counter()
@@ -473,6 +484,9 @@ def optimize(
             if (done >= next_eval) if every else (elapsed >= next_eval * time_limit):
                 validate()
                 next_eval = done + every if every else elapsed / time_limit + 0.05
+                if on_validation is not None:
+                    nnx.update(net, carry[0])
+                    on_validation({k: np.asarray(v) for k, v in history.items()})
             if bar is not None:
                 if time_limit is None:
                     bar.update(n)
@@ -481,15 +495,31 @@ def optimize(
                     bar.refresh()
                 bar.set_postfix(step=done, loss=f"{np.nanmean(losses):.3f}",
                                 val=f"{history['val_loss'][-1]:.3f}")
-        if history["val_step"][-1] != done:
-            validate()
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what the completed steps learned. carry only ever holds a completed chunk's
+        # result; the per-step records are cut to the steps that made it into all of them.
+        interrupted = True
+        done = min(len(history[k]) for k in ("step", "loss", "learning_rate", "skipped", "invalid"))
+        for k in ("step", "loss", "learning_rate", "skipped", "invalid"):
+            del history[k][done:]
+        kept = min(len(history[k]) for k in ("val_step", "val_seconds", "val_loss"))
+        kept = min([kept] + [len(v) for v in val_parts.values()])
+        for values in [history["val_step"], history["val_seconds"], history["val_loss"], *val_parts.values()]:
+            del values[kept:]
     finally:
         if bar is not None:
             bar.close()
+    if not history["val_step"] or history["val_step"][-1] != done:
+        validate()
     nnx.update(net, carry[0])
+    if interrupted:
+        warnings.warn(f"Training interrupted after {done} steps; the networks keep what those steps learned "
+                      f"(history['interrupted'] is True). Call fit again to train on.",
+                      RuntimeWarning, stacklevel=3)
     out = {k: np.asarray(v) for k, v in history.items()}
     for name, values in val_parts.items():
         out[f"val_{name}"] = np.asarray(values)
+    out["interrupted"] = np.asarray(interrupted)
     n_skipped = int(out["skipped"].sum())
     if n_skipped:
         warnings.warn(

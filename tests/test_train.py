@@ -124,3 +124,34 @@ def test_time_budget_stops_training_in_time_and_decays_the_learning_rate():
     assert len(history["loss"]) == 30  # steps bound a budgeted run too
     with pytest.raises(ValueError, match="time_limit is in seconds"):
         capped.fit(time_limit=0.0, progress=False)
+
+
+class _CtrlCAt(am.TrainConfig):
+    """A TrainConfig whose host-side schedule raises KeyboardInterrupt (Ctrl-C) at a given step."""
+
+    def learning_rate_at(self, step, fraction, total_steps=None):
+        if step >= 60:
+            raise KeyboardInterrupt
+        return super().learning_rate_at(step, fraction, total_steps)
+
+
+def test_ctrl_c_keeps_the_steps_trained_so_far_and_a_checkpoint(tmp_path):
+    amortizer = am.compile(two_level, data=["y"], sizes={"group": (2, 6), "obs": (1, 5)}, network=SMALL)
+    path = tmp_path / "run.amortizer"
+    with pytest.warns(RuntimeWarning, match="interrupted after 60 steps"):
+        history = amortizer.fit(steps=500, batch_size=8, seed=0, progress=False, checkpoint=path,
+                                config=_CtrlCAt(steps_per_call=20, validation_every=20))
+    # Three chunks of 20 completed before the interrupt in the fourth: their records, and a validation
+    # of the weights they left, which the networks hold.
+    assert bool(history["interrupted"]) and len(history["loss"]) == 60 and history["step"][-1] == 60
+    assert history["val_step"][-1] == 60 and np.isfinite(history["val_loss"]).all()
+    assert history["val_loss"][-1] < history["val_loss"][0]
+    # The checkpoint written at the end is this amortizer: same draws under the same seed.
+    restored = am.load(path)
+    _, data = amortizer.simulate({"group": 4, "obs": 3}, seed=1)
+    np.testing.assert_allclose(restored.draws(data, 50, seed=2)[0]["mu"], amortizer.draws(data, 50, seed=2)[0]["mu"])
+    # Training goes on from there.
+    before = amortizer.draws(data, 50, seed=2)[0]["mu"]
+    again = amortizer.fit(steps=20, batch_size=8, seed=1, progress=False)
+    assert not bool(again["interrupted"]) and len(again["loss"]) == 20
+    assert not np.allclose(amortizer.draws(data, 50, seed=2)[0]["mu"], before)
