@@ -59,6 +59,11 @@ class Certificate:
         the natural scale; biased low on the log scale when the weights are poor).
     threshold : float
         The k̂ above which estimates are unreliable for ``num_draws`` draws.
+    zero_density : float
+        Share of the weighed draws that the program's density rules out (log
+        density −∞: outside its support, e.g. a non-decision time above the
+        fastest response). Such draws get weight zero after ``refine="psis"``;
+        unrefined, ``sample`` warns about them.
     """
 
     method: str
@@ -71,6 +76,7 @@ class Certificate:
     joint_relative_ess: float = math.nan
     log_marginal_likelihood: float = math.nan
     threshold: float = 0.7
+    zero_density: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -96,6 +102,7 @@ class Certificate:
                "certificate_joint_relative_ess": float(self.joint_relative_ess),
                "certificate_log_marginal_likelihood": float(self.log_marginal_likelihood),
                "certificate_threshold": float(self.threshold),
+               "certificate_zero_density": float(self.zero_density),
                "certificate_ok": int(self.ok)}
         for plate, level in self.levels.items():
             out[f"certificate_{plate}_khat"] = float(level["khat"])
@@ -123,7 +130,8 @@ class Certificate:
                    joint_khat=float(attrs["certificate_joint_khat"]),
                    joint_relative_ess=float(attrs["certificate_joint_relative_ess"]),
                    log_marginal_likelihood=float(attrs["certificate_log_marginal_likelihood"]),
-                   threshold=float(attrs["certificate_threshold"]))
+                   threshold=float(attrs["certificate_threshold"]),
+                   zero_density=float(attrs.get("certificate_zero_density", 0.0)))
 
     def to_dict(self) -> dict:
         return asdict(self) | {"ok": self.ok}
@@ -136,6 +144,8 @@ class Certificate:
         for plate, level in self.levels.items():
             lines.append(f"  {plate}: worst k̂ {level['khat']:.2f} ({level['worst']}), "
                          f"smallest relative ESS {level['relative_ess']:.2f}")
+        if self.zero_density:
+            lines.append(f"  {self.zero_density:.1%} of the draws have density zero under the program")
         if self.method != "importance":
             lines.append(f"  plain importance over all latents: k̂ {self.joint_khat:.2f}, "
                          f"relative ESS {self.joint_relative_ess:.3f}")

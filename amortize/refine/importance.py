@@ -197,6 +197,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
             f"the distribution a log_prob."
         ) from error
     joint = _finite(_total(log_p) - _total(log_q))
+    zero_density = float(np.mean(np.isneginf(_total(log_p))))
     joint_smoothed, joint_khat = psis(joint)
     joint_ess = float(relative_ess(joint_smoothed))
     threshold = khat_threshold(num_draws)
@@ -212,7 +213,8 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
         log_w = _finite(summed.log_p - log_q_others)
         smoothed, khat = psis(log_w)
         certificate = Certificate("importance, chain summed out", khat, float(relative_ess(smoothed)), num_draws,
-                                  None, {}, joint_khat, joint_ess, float(log_mean_exp(log_w)), threshold)
+                                  None, {}, joint_khat, joint_ess, float(log_mean_exp(log_w)), threshold,
+                                  zero_density=float(np.mean(np.isneginf(summed.log_p))))
         selected = values
         probabilities = {g: {f: v[0] for f, v in ps.items()} for g, ps in first.probabilities.items()}
         if resample_to is not None:
@@ -229,7 +231,8 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     if not blocks:
         smoothed, khat = joint_smoothed, joint_khat
         certificate = Certificate("importance", khat, float(relative_ess(smoothed)), num_draws, None, {},
-                                  joint_khat, joint_ess, float(log_mean_exp(joint)), threshold)
+                                  joint_khat, joint_ess, float(log_mean_exp(joint)), threshold,
+                                  zero_density=zero_density)
         selected = values
         probabilities = {g: {f: v[0] for f, v in ps.items()} for g, ps in first.probabilities.items()}
         if resample_to is not None:
@@ -316,7 +319,8 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     smoothed, khat = psis(outer_log_w)
     method = "hierarchical importance, indicators summed out" if enumerated else "hierarchical importance"
     certificate = Certificate(method, khat, float(relative_ess(smoothed)), num_draws, m,
-                              levels, joint_khat, joint_ess, float(log_mean_exp(outer_log_w)), threshold)
+                              levels, joint_khat, joint_ess, float(log_mean_exp(outer_log_w)), threshold,
+                              zero_density=zero_density)
     probabilities = {g: {f: v[0] for f, v in ps.items() if f not in inner}
                      for g, ps in first.probabilities.items()}
     if not keep:

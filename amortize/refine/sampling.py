@@ -148,6 +148,12 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
             attrs.update(refine="psis", refine_reason="asked for")
         if certificate is not None and not certificate.ok:
             _warn(certificate, refine, discrete)
+        if refine is None and certificate is not None and certificate.zero_density > 0:
+            warnings.warn(
+                f"{certificate.zero_density:.1%} of the amortized draws have density zero under the program "
+                f"(outside its support given these data, e.g. a non-decision time above the fastest "
+                f"response). refine='psis' gives them weight zero; or train longer.",
+                CertificateWarning, stacklevel=3)
         return _finish(values, probabilities, prepared, graph, factorization, num_samples, attrs, certificate)
     if refine == "auto":
         if certificate.ok:

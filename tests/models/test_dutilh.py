@@ -103,3 +103,17 @@ def test_load_reads_the_first_400_trials_per_participant():
     assert np.all(data["B"]["y"][:, 0] > 0) and set(np.unique(data["B"]["y"][:, 1])) == {0.0, 1.0}
     with pytest.raises(FileNotFoundError, match="dutilh2010"):
         dutilh.load(folder.parent / "missing")
+
+
+def test_bad_responses_are_refused_naming_the_site():
+    import amortize as am
+    from amortize.data import prepare_data
+
+    graph = am.compile(dutilh.model, data=["y"], sizes=dutilh.SIZES).graph
+    good = np.column_stack([np.full(350, 0.4), np.ones(350)]).astype(np.float32)
+    prepare_data(graph, {"y": good})
+    for bad, what in [((0, 0), -0.1), ((3, 1), 2.0)]:
+        y = good.copy()
+        y[bad] = what
+        with pytest.raises(am.DataError, match="site `y`.*outside the support"):
+            prepare_data(graph, {"y": y})

@@ -157,3 +157,25 @@ def test_a_program_without_a_density_is_refused_by_name():
     # The factorization and the certificate both need every site's log density.
     with pytest.raises(am.ModelError, match="`y`.*log_prob"):
         am.compile(simulator_program, data=["y"], sizes={"group": (2, 6), "obs": (1, 6)})
+
+
+def _bounded(n_obs, y=None):
+    """y ~ Uniform(0, theta): every draw of theta below the largest observation has density zero."""
+    theta = numpyro.sample("theta", dist.Exponential(0.2))
+    with numpyro.plate("obs", n_obs):
+        numpyro.sample("y", dist.Uniform(0.0, theta), obs=y)
+
+
+def test_draws_outside_the_programs_support_never_pass_silently():
+    amortizer = am.compile(_bounded, data=["y"], sizes={"obs": (5, 20)})
+    amortizer.fit(steps=30, batch_size=16, seed=0, progress=False)  # a poor q: many theta below max(y)
+    y = np.linspace(0.5, 9.0, 12).astype(np.float32)
+    with pytest.warns(am.CertificateWarning, match="density zero under the program"):
+        tree = amortizer.sample({"y": y}, num_samples=1000, seed=0)
+    certificate = am.certificate(tree)
+    below = float(np.mean(tree.posterior["theta"].values <= y.max()))
+    assert below > 0.01
+    # The certificate counts the same draws (its 1000 draws are these).
+    assert certificate.zero_density == pytest.approx(below, abs=1e-9)
+    refined = amortizer.sample({"y": y}, num_samples=1000, seed=0, refine="psis")
+    assert np.all(refined.posterior["theta"].values > y.max())
