@@ -19,6 +19,7 @@ from amortize.errors import (  # noqa: E402
     CertificateWarning,
     DataError,
     ModelError,
+    ModelWarning,
     RefineError,
     TrainingError,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "DataError",
     "ModelComparison",
     "ModelError",
+    "ModelWarning",
     "NetworkConfig",
     "RefineError",
     "TrainConfig",

@@ -46,3 +46,8 @@ class RefineError(AmortizeError, ValueError):
 
 class CertificateWarning(UserWarning):
     """The program's own density does not confirm the amortized posterior (Pareto k̂ above 0.7)."""
+
+
+class ModelWarning(UserWarning):
+    """The program compiles, but amortize runs it differently from how its author may expect (e.g. an
+    argument that is never passed and keeps its default)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from numpyro import handlers
 
-from amortize.errors import ModelError
+from amortize.errors import ModelError, ModelWarning
 from amortize.program.trace import (
     ProgramTrace,
     SiteTrace,
@@ -251,6 +252,23 @@ def _refuse_unamortizable(trace: ProgramTrace, data: tuple[str, ...]) -> None:
                 f"it latent.")
 
 
+def _warn_unpassed_arguments(model, data: tuple[str, ...]) -> None:
+    """ModelWarning for program arguments that are neither plate sizes nor data sites."""
+    _, others = model_size_arguments(model)
+    unpassed = [a for a in others if a not in data]
+    if not unpassed:
+        return
+    defaults = inspect.signature(model).parameters
+    listed = ", ".join(f"`{a}` (default {defaults[a].default!r})" for a in unpassed)
+    warnings.warn(
+        f"Program argument(s) {listed} are neither a plate size nor a data site (data={list(data)}): amortize "
+        f"never passes them, so every simulation and every posterior uses the default. If one is observed "
+        f"data or a covariate, observe it at a sample site of its name (`numpyro.sample('{unpassed[0]}', "
+        f"distribution, obs={unpassed[0]})`) and add it to data=; if the program's structure depends on it "
+        f"(`if {unpassed[0]} is not None`), the program compiled is the one with the default.",
+        ModelWarning, stacklevel=4)
+
+
 def _trace_with_sizes(model, sizes):
     return trace_program(model, {size_argument(p): n for p, n in sizes.items()})
 
@@ -435,6 +453,7 @@ def build_graph(
     first = _trace_with_sizes(model, {p: r[1] for p, r in ranges.items()})
     if amortized:
         _refuse_unamortizable(first, data)
+        _warn_unpassed_arguments(model, data)
     second = _trace_with_sizes(model, {p: r[1] + 1 for p, r in ranges.items()})
     for plate in first.plate_sizes:
         arg = size_argument(plate)

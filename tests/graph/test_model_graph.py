@@ -200,3 +200,20 @@ def test_what_cannot_be_amortized_is_refused_loudly(extra, match):
     # The same program is fine for NUTS, which evaluates its density as written.
     if "factor" in match:
         build_graph(_one_level(extra), ["y"], {"obs": (2, 5)}, amortized=False)
+
+
+def test_an_argument_amortize_never_passes_is_named():
+    # NumPyro's divorce regression: covariates as arguments, traced as None, compile a different model.
+    def divorce(n_state, marriage=None, divorce=None):
+        a = numpyro.sample("a", dist.Normal(0.0, 0.2))
+        mu = a if marriage is None else a + 0.5 * marriage
+        with numpyro.plate("state", n_state):
+            numpyro.sample("divorce", dist.Normal(mu, 1.0), obs=divorce)
+
+    with pytest.warns(am.ModelWarning, match=r"`marriage` \(default None\).*numpyro.sample\('marriage'"):
+        build_graph(divorce, ["divorce"], {"state": (10, 50)})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", am.ModelWarning)
+        build_graph(two_level, ["y"], SIZES)  # every argument is a size or a data site
