@@ -312,12 +312,15 @@ class Amortizer:
         distance = float(check.distance(summarize(posterior.prepared.data, posterior.prepared.masks))[0])
         tree["posterior"].attrs.update(summary_distance=distance, summary_threshold=check.threshold)
         if not distance <= check.threshold:
+            outside = check.out_of_range({n: posterior.prepared.values[n] for n in self.graph.data_names})
             warnings.warn(
                 f"These data are unlike the training simulations: their summary lies at Mahalanobis distance "
                 f"{distance:.1f} from the simulations' summaries, where {QUANTILE:.1%} of data sets simulated "
-                f"from the program lie below {check.threshold:.1f} (Schmitt et al. 2023). The networks "
-                f"extrapolate here: check the data's scale and units against the priors, widen the priors or "
-                f"the training sizes and train again, and see the certificate (am.certificate) or refine=.",
+                f"from the program lie below {check.threshold:.1f} (Schmitt et al. 2023)"
+                + (f"; outside the simulations: {'; '.join(outside)}" if outside else "")
+                + ". The networks extrapolate here: check the data's scale and units against the priors, "
+                "widen the priors or the training sizes and train again, and see the certificate "
+                "(am.certificate) or refine=.",
                 AmortizationGapWarning, stacklevel=2)
         return tree
 
@@ -333,7 +336,8 @@ class Amortizer:
         if self._summary_check is None:
             summarize = make_summarizer(self.network, self.spec)
             simulation = self._simulator()(jax.random.key(20231), 2048)
-            self._summary_check = (summary_check(summarize, simulation), summarize)
+            paths = {n: self.graph.sites[n].path for n in self.graph.data_names}
+            self._summary_check = (summary_check(summarize, simulation, data_paths=paths), summarize)
         return self._summary_check
 
     def simulate(self, sizes: Mapping[str, int], seed: int = 0) -> tuple[dict, dict]:
