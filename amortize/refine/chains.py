@@ -186,6 +186,8 @@ def sum_out_chain(evaluate, values: dict, chain: Factor, mask: np.ndarray,
     drawn = np.asarray(values[chain.name])[..., 0].astype(np.int64)  # (N, T)
     n, steps = drawn.shape
     parity = np.arange(steps) % 2
+    odd = parity == 1
+    even = (parity == 0) & (np.arange(steps) > 0)
 
     def at(pattern):
         vs = dict(values)
@@ -202,10 +204,9 @@ def sum_out_chain(evaluate, values: dict, chain: Factor, mask: np.ndarray,
             if a == b:
                 emission[..., a] = e
                 outer = out if outer is None else outer
-            initial[:, a] = z[:, 0]
-            odd = parity == 1
+            if a == b:
+                initial[:, a] = z[:, 0]
             transition[:, odd, a, b] = z[:, odd]            # previous a (even t − 1), current b
-            even = (parity == 0) & (np.arange(steps) > 0)
             transition[:, even, b, a] = z[:, even]          # previous b (odd t − 1), current a
     # The check: the decomposition at the drawn chains against the program's own density there.
     out_d, e_d, z_d = (np.asarray(v, np.float64) for v in evaluate(values))

@@ -28,7 +28,8 @@ from amortize.graph import ModelGraph
 from amortize.replay import masked_program, program_arguments
 from amortize.simulate import from_canonical, to_canonical
 
-__all__ = ["NUTSRun", "run_nuts", "run_nuts_on_potential", "warm_start", "RHAT_THRESHOLD"]
+__all__ = ["NUTSRun", "run_nuts", "run_nuts_on_potential", "warm_start", "weighted_starts", "draw_covariance",
+           "RHAT_THRESHOLD"]
 
 #: Largest split R-hat a run may have to count as converged.
 RHAT_THRESHOLD = 1.01
@@ -189,6 +190,14 @@ def warm_start(graph: ModelGraph, padded: PaddedPosterior, draws: dict, num_chai
         value = np.asarray(biject_to(site.support).inv(value))
         unconstrained[name] = np.asarray(from_canonical(value, site))  # (S, *batch, *unconstrained event)
     num_draws = next(iter(unconstrained.values())).shape[0]
+    start = weighted_starts(num_draws, log_weights, num_chains, rng)
+    init_params = {n: v[start] for n, v in unconstrained.items()}
+    flat = np.concatenate([v.reshape(num_draws, -1) for v in unconstrained.values()], axis=1)
+    return init_params, {tuple(sorted(graph.latent_names)): draw_covariance(flat)}
+
+
+def weighted_starts(num_draws: int, log_weights, num_chains: int, rng: np.random.Generator) -> np.ndarray:
+    """``num_chains`` draw indices, in proportion to the importance weights (uniform without them)."""
     probability = None
     if log_weights is not None:
         lw = np.where(np.isfinite(log_weights), log_weights, -np.inf)
@@ -197,17 +206,18 @@ def warm_start(graph: ModelGraph, padded: PaddedPosterior, draws: dict, num_chai
                               "from them. The data are probably far outside the training simulations.")
         probability = np.exp(lw - lw.max())
         probability = probability / probability.sum()
-    start = rng.choice(num_draws, size=num_chains, replace=int(np.sum(probability > 0)) < num_chains
-                       if probability is not None else num_draws < num_chains, p=probability)
-    init_params = {n: v[start] for n, v in unconstrained.items()}
-    flat = np.concatenate([v.reshape(num_draws, -1) for v in unconstrained.values()], axis=1)
+    return rng.choice(num_draws, size=num_chains, replace=int(np.sum(probability > 0)) < num_chains
+                      if probability is not None else num_draws < num_chains, p=probability)
+
+
+def draw_covariance(flat: np.ndarray) -> np.ndarray:
+    """Covariance of the finite rows of unconstrained draws ``(S, D)``: dense ``(D, D)`` (jittered) up to
+    :data:`DENSE_LIMIT` dimensions, its diagonal ``(D,)`` beyond."""
     flat = flat[np.all(np.isfinite(flat), axis=1)]
     if len(flat) < 2:
         raise RefineError("The amortized draws are not finite; NUTS cannot start from them. The data are "
                           "probably far outside the training simulations: check the certificate.")
     if flat.shape[1] <= DENSE_LIMIT:
         covariance = np.atleast_2d(np.cov(flat, rowvar=False))
-        covariance = covariance + 1e-6 * np.mean(np.diag(covariance)) * np.eye(len(covariance))
-    else:
-        covariance = np.var(flat, axis=0) + 1e-8
-    return init_params, {tuple(sorted(graph.latent_names)): covariance}
+        return covariance + 1e-6 * np.mean(np.diag(covariance)) * np.eye(len(covariance))
+    return np.var(flat, axis=0) + 1e-8

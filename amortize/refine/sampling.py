@@ -24,7 +24,8 @@ from amortize.graph import Factorization, ModelGraph
 from amortize.infer import constrained, gather_instances
 from amortize.refine.chains import draw_chains, summable_chain, summed_log_density
 from amortize.refine.importance import DEFENSIVE, Certificate, chain_sum, importance
-from amortize.refine.nuts import DENSE_LIMIT, RHAT_THRESHOLD, run_nuts, run_nuts_on_potential, warm_start
+from amortize.refine.nuts import (RHAT_THRESHOLD, draw_covariance, run_nuts, run_nuts_on_potential, warm_start,
+                                  weighted_starts)
 
 __all__ = ["Posterior", "posterior_draws", "REFINE_METHODS", "NUTS_DEFAULTS"]
 
@@ -187,22 +188,30 @@ def _finish(values, probabilities, prepared, graph, factorization, num_samples, 
                      None, certificate)
 
 
-def _start_and_mass(flat: np.ndarray, log_weights, num_chains: int, rng, confirmed: bool):
-    """Starting rows of ``flat (S, D)`` drawn by importance weight, and an inverse mass matrix from its
-    covariance (its diagonal when the certificate does not confirm q)."""
-    finite = np.all(np.isfinite(flat), axis=1)
-    lw = np.where(finite & np.isfinite(log_weights), log_weights, -np.inf)
-    if not np.any(np.isfinite(lw)):
-        raise RefineError("No amortized draw has a finite density under the program; NUTS cannot start "
-                          "from them. The data are probably far outside the training simulations.")
-    probability = np.exp(lw - lw.max())
-    probability = probability / probability.sum()
-    start = rng.choice(len(flat), size=num_chains, replace=int(np.sum(probability > 0)) < num_chains,
-                       p=probability)
-    covariance = np.atleast_2d(np.cov(flat[finite], rowvar=False))
-    covariance = covariance + 1e-6 * np.mean(np.diag(covariance)) * np.eye(len(covariance))
-    mass = covariance if confirmed and len(covariance) <= DENSE_LIMIT else np.diag(covariance)
-    return flat[start], mass
+def _settle_options(options: dict, certificate) -> bool:
+    """True when the certificate confirms q. Otherwise neither is q's covariance to be trusted as it
+    is: the caller starts from its diagonal, and unless nuts_options says otherwise the mass matrix
+    is adapted over a longer warm-up (a fixed mass matrix from a far-off q made NUTS several times
+    slower than a cold run on sleepstudy)."""
+    if certificate is not None and certificate.ok:
+        return True
+    given = set(options.get("_given", ()))
+    if "adapt_mass_matrix" not in given:
+        options["adapt_mass_matrix"] = True
+    if "num_warmup" not in given:
+        options["num_warmup"] = UNCONFIRMED_WARMUP
+    return False
+
+
+def _report_run(attrs: dict, options: dict, max_rhat: float, divergences: int, converged: bool) -> None:
+    """A NUTS refinement's statistics into the posterior's attributes, and a warning if it did not converge."""
+    attrs.update(refine="nuts", max_rhat=max_rhat, divergences=divergences, converged=int(converged),
+                 num_warmup=int(options["num_warmup"]))
+    if not converged:
+        warnings.warn(
+            f"refine='nuts' did not converge: max R-hat {max_rhat:.3f}, {divergences} divergent "
+            f"transitions. Run more warm-up (nuts_options={{'num_warmup': 1000}}) or raise "
+            f"target_accept_prob.", CertificateWarning, stacklevel=5)
 
 
 def _nuts_summed_chain(values, log_weights, prepared, graph, factorization, num_samples, seed, num_chains,
@@ -228,14 +237,13 @@ def _nuts_summed_chain(values, log_weights, prepared, graph, factorization, num_
     def potential(u):
         return -log_p(unflatten(u), data, masks)
 
-    confirmed = certificate.ok
-    given = set(options.get("_given", ()))
-    if not confirmed:  # as in _nuts: diagonal start, adapted, longer warm-up
-        if "adapt_mass_matrix" not in given:
-            options["adapt_mass_matrix"] = True
-        if "num_warmup" not in given:
-            options["num_warmup"] = UNCONFIRMED_WARMUP
-    init, mass = _start_and_mass(flat, np.asarray(log_weights), num_chains, np.random.default_rng(seed), confirmed)
+    rng = np.random.default_rng(seed)
+    finite = np.all(np.isfinite(flat), axis=1)
+    start = weighted_starts(count, np.where(finite, np.asarray(log_weights), -np.inf), num_chains, rng)
+    mass = draw_covariance(flat)
+    if not _settle_options(options, certificate) and mass.ndim == 2:
+        mass = np.diag(mass)
+    init = flat[start]
     sampled, stats, max_rhat, divergences = run_nuts_on_potential(
         potential, init, mass, seed=seed, num_warmup=int(options["num_warmup"]),
         num_samples=int(math.ceil(num_samples / num_chains)), target_accept_prob=options["target_accept_prob"],
@@ -249,14 +257,8 @@ def _nuts_summed_chain(values, log_weights, prepared, graph, factorization, num_
     new[chain.name] = states[..., None].astype(np.float32)
     probabilities = {"indicator_probabilities": {chain.name: smoothed[None]},
                      "indicator_filtered_probabilities": {chain.name: filtered[None]}}
-    converged = max_rhat <= RHAT_THRESHOLD and divergences == 0
-    attrs.update(refine="nuts", max_rhat=max_rhat, divergences=divergences, converged=int(converged),
-                 num_warmup=int(options["num_warmup"]), refine_chain="summed out by the forward algorithm")
-    if not converged:
-        warnings.warn(
-            f"refine='nuts' did not converge: max R-hat {max_rhat:.3f}, {divergences} divergent "
-            f"transitions. Run more warm-up (nuts_options={{'num_warmup': 1000}}) or raise "
-            f"target_accept_prob.", CertificateWarning, stacklevel=4)
+    _report_run(attrs, options, max_rhat, divergences, max_rhat <= RHAT_THRESHOLD and divergences == 0)
+    attrs.update(refine_chain="summed out by the forward algorithm")
     posterior = _finish({f: v[None] for f, v in new.items()}, probabilities, prepared, graph, factorization,
                         num_samples, attrs, certificate)
     return Posterior(posterior.draws, posterior.probabilities, prepared, attrs,
@@ -270,16 +272,8 @@ def _nuts(values, log_weights, prepared, graph, factorization, num_samples, seed
         {f: np.asarray(v) for f, v in values.items()}, graph, factorization).items()}
     rng = np.random.default_rng(seed)
     init_params, inverse_mass_matrix = warm_start(graph, padded, start, num_chains, rng, log_weights)
-    if not (certificate is not None and certificate.ok):
-        # The program's density does not confirm q, so neither is its covariance to be trusted
-        # as it is: start from its diagonal and adapt (a fixed mass matrix from a far-off q made
-        # NUTS several times slower than a cold run on sleepstudy), with a longer warm-up.
+    if not _settle_options(options, certificate):
         inverse_mass_matrix = {k: np.diag(v) if v.ndim == 2 else v for k, v in inverse_mass_matrix.items()}
-        given = set(options.get("_given", ()))
-        if "adapt_mass_matrix" not in given:
-            options["adapt_mass_matrix"] = True
-        if "num_warmup" not in given:
-            options["num_warmup"] = UNCONFIRMED_WARMUP
     dense = next(iter(inverse_mass_matrix.values())).ndim == 2
     run = run_nuts(graph, prepared, seed=seed, num_warmup=int(options["num_warmup"]),
                    num_samples=int(math.ceil(num_samples / num_chains)), num_chains=num_chains,
@@ -287,11 +281,5 @@ def _nuts(values, log_weights, prepared, graph, factorization, num_samples, seed
                    chain_method=options["chain_method"], init_params=init_params,
                    inverse_mass_matrix=inverse_mass_matrix, dense_mass=dense,
                    adapt_mass_matrix=bool(options["adapt_mass_matrix"]))
-    attrs.update(refine="nuts", max_rhat=run.worst_rhat, divergences=run.divergences,
-                 converged=int(run.converged), num_warmup=int(options["num_warmup"]))
-    if not run.converged:
-        warnings.warn(
-            f"refine='nuts' did not converge: max R-hat {run.worst_rhat:.3f}, {run.divergences} divergent "
-            f"transitions. Run more warm-up (nuts_options={{'num_warmup': 1000}}) or raise "
-            f"target_accept_prob.", CertificateWarning, stacklevel=4)
+    _report_run(attrs, options, run.worst_rhat, run.divergences, run.converged)
     return Posterior(run.draws, {}, prepared, attrs, run.stats, certificate)
