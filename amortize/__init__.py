@@ -12,6 +12,7 @@ from amortize._version import __version__  # noqa: F401
 from amortize.amortizer import Amortizer, compile  # noqa: E402
 from amortize.build import NetworkConfig  # noqa: E402
 from amortize.compare import ModelComparison, compare  # noqa: E402
+from amortize.design import Design  # noqa: E402
 from amortize.errors import (  # noqa: E402
     AmortizationGapWarning,
     AmortizeError,
@@ -24,6 +25,7 @@ from amortize.errors import (  # noqa: E402
     TrainingError,
 )
 from amortize.refine import Certificate, certificate  # noqa: E402
+from amortize.refine.consistency import SelfConsistency  # noqa: E402
 from amortize.loading import load  # noqa: E402
 from amortize.train import TrainConfig  # noqa: E402
 from amortize import diagnostics, models, reference  # noqa: E402
@@ -36,11 +38,13 @@ __all__ = [
     "Certificate",
     "CertificateWarning",
     "DataError",
+    "Design",
     "ModelComparison",
     "ModelError",
     "ModelWarning",
     "NetworkConfig",
     "RefineError",
+    "SelfConsistency",
     "TrainConfig",
     "TrainingError",
     "certificate",

@@ -18,10 +18,12 @@ from amortize import persist
 from amortize.build import AmortizerNetwork, NetworkConfig, network_spec
 from amortize.convert import to_datatree
 from amortize.data import prepare_data
+from amortize.design import Design, make_design
 from amortize.errors import AmortizationGapWarning, AmortizeError, DataError
 from amortize.graph import Factorization, ModelGraph, build_graph, factorize
 from amortize.infer import gather_instances, make_latent_sampler, make_sampler
 from amortize.misspecification import QUANTILE, make_summarizer, summary_check
+from amortize.refine.consistency import SelfConsistency, self_consistency_loss
 from amortize.refine.sampling import posterior_draws
 from amortize.simulate import simulate_data_set
 from amortize.train import TrainConfig, checked_budget, chunked_simulator, fit_network, set_standardization
@@ -58,6 +60,7 @@ class Amortizer:
         self._densities = {}  # compiled program densities by padded sizes (certificates, refinement)
         self._chunked_simulator = None
         self._summary_check = None  # where the training simulations' summaries lie (see summary_check)
+        self._training = (None, 1.0)  # (design, design_share) of the simulations of the last fit
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{p}: {r}" for p, r in self.graph.size_ranges.items())
@@ -92,7 +95,9 @@ class Amortizer:
     def fit(self, steps: int | None = None, batch_size: int = 64, seed: int = 0, *,
             time_limit: float | None = None, config: TrainConfig | None = None,
             simulation_budget: int | None = None, progress: bool = True,
-            checkpoint=None, checkpoint_every: float = 300.0) -> dict:
+            checkpoint=None, checkpoint_every: float = 300.0,
+            design: Design | Mapping[str, Any] | None = None, design_share: float = 1.0,
+            self_consistency: SelfConsistency | bool | None = None) -> dict:
         """Train on simulations from the program.
 
         Ctrl-C (KeyboardInterrupt) stops training cleanly: the networks keep
@@ -133,6 +138,25 @@ class Amortizer:
             optimizer's state and learning-rate schedule start afresh.
         checkpoint_every : float
             Seconds between checkpoints (default 300).
+        design : Design or mapping of site → values, optional
+            Design-focused training: simulate every training data set on this
+            observed design (its plate sizes and covariates, from
+            :meth:`design_of` or a data set, whose responses are ignored) and
+            amortize over the parameters only. Exact for data on that design,
+            and sharper per step: no padding beyond the design's largest group,
+            nothing about other designs to learn. Without it, sizes are drawn
+            over the compiled ranges (range training). See docs/design.md.
+        design_share : float
+            With ``design``, the share of every batch simulated on it (default
+            1); the rest is range training, so the networks stay usable on
+            other designs.
+        self_consistency : SelfConsistency or bool, optional
+            Add the self-consistency loss (Schmitt et al. 2024): the variance
+            of the program's log importance weights over a few draws from the
+            networks, zero for the exact posterior, switched on after a
+            warm-up (``True``: the defaults of :class:`SelfConsistency`).
+            Costs K + L more passes of the flows and of the program's density
+            per step. See docs/design.md.
 
         Returns
         -------
@@ -143,6 +167,14 @@ class Amortizer:
         started = time.perf_counter()
         steps = checked_budget(steps, batch_size, time_limit)
         config = config or TrainConfig()
+        if design is not None and not isinstance(design, Design):
+            design = self.design_of(design)
+        if not 0.0 < float(design_share) <= 1.0:
+            raise AmortizeError(f"design_share is the share of each batch simulated on the design, in (0, 1]; "
+                                f"got {design_share}.")
+        if (design, float(design_share)) != self._training:
+            self._training = (design, float(design_share))
+            self._chunked_simulator = None
         if self.network is None:
             self.init(seed, config.pilot_size)
         key = jax.random.fold_in(jax.random.key(seed), 1)
@@ -157,11 +189,17 @@ class Amortizer:
                     self.save(checkpoint)
                     last[0] = time.perf_counter()
 
+        extra_loss = None
+        if self_consistency:
+            settings = self_consistency if isinstance(self_consistency, SelfConsistency) else SelfConsistency()
+            observed = None if settings.data is None else prepare_data(self.graph, settings.data,
+                                                                       index=settings.index)
+            extra_loss = self_consistency_loss(self.graph, self.factorization, self.spec, settings, observed)
         self.history = fit_network(
             self.network, self.spec, self.graph, self.factorization, key=key, steps=steps,
             batch_size=batch_size, config=config, time_limit=remaining,
             simulation_budget=simulation_budget, progress=progress, simulator=self._simulator(),
-            on_validation=on_validation)
+            on_validation=on_validation, design=design, design_share=float(design_share), extra_loss=extra_loss)
         self._sampler = self._latent_sampler = self._summary_check = None
         if checkpoint is not None:
             self.save(checkpoint)
@@ -169,8 +207,36 @@ class Amortizer:
 
     def _simulator(self):
         if self._chunked_simulator is None:
-            self._chunked_simulator = chunked_simulator(self.graph, self.factorization)
+            design, share = self._training
+            self._chunked_simulator = chunked_simulator(self.graph, self.factorization, design=design,
+                                                        design_share=share)
         return self._chunked_simulator
+
+    @property
+    def training_design(self) -> Design | None:
+        """The observed design the last :meth:`fit` simulated on (None: range training)."""
+        return self._training[0]
+
+    def design_of(self, data: Mapping[str, Any], *, index: Mapping[str, Any] | None = None,
+                  covariates: Sequence[str] | None = None) -> Design:
+        """The design of a data set, for ``fit(design=...)``: plate sizes and covariate values.
+
+        Parameters
+        ----------
+        data : mapping of site → values
+            A data set in any form :meth:`sample` takes; its responses are not used.
+        index : mapping of plate → labels, optional
+            Long format, as in :meth:`sample`.
+        covariates : sequence of str, optional
+            Data sites whose observed values training conditions on; default:
+            the data sites another data site depends on (radon's ``floor``).
+
+        Examples
+        --------
+        >>> design = amortizer.design_of(data, index=index)        # doctest: +SKIP
+        >>> amortizer.fit(time_limit=300, design=design)          # doctest: +SKIP
+        """
+        return make_design(self.graph, data, index=index, covariates=covariates)
 
     def _require_trained(self):
         if self.network is None:

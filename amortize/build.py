@@ -398,13 +398,16 @@ def _instance_mask(masks: dict, factor: FactorSpec, batch: int) -> jax.Array:
 
 
 def log_prob(net: AmortizerNetwork, spec: NetworkSpec, latents: dict, data: dict,
-             masks: dict) -> dict[str, jax.Array]:
+             masks: dict, per_instance: bool = False) -> dict[str, jax.Array]:
     """log q of the simulated latents, per factor, summed over instances.
 
     Parameters
     ----------
     latents : dict of factor → unconstrained ``(B, *plates, dim)``
     data, masks : as in :func:`embed`.
+    per_instance : bool
+        Return every instance's term ``(B, *plates)`` (zero where masked out)
+        instead of their sum (not for Markov chains, whose log q is the chain's).
 
     Returns
     -------
@@ -427,8 +430,8 @@ def log_prob(net: AmortizerNetwork, spec: NetworkSpec, latents: dict, data: dict
         else:
             flow = net.flows[factor.name]
             lp = flow.log_prob(standardized[factor.name], flow.project_context(context))
-        mask = _instance_mask(masks, factor, lp.shape[0])
-        out[factor.name] = jnp.sum(jnp.where(mask, lp, 0.0).reshape(lp.shape[0], -1), axis=1)
+        masked = jnp.where(_instance_mask(masks, factor, lp.shape[0]), lp, 0.0)
+        out[factor.name] = masked if per_instance else jnp.sum(masked.reshape(lp.shape[0], -1), axis=1)
     return out
 
 

@@ -257,7 +257,7 @@ class ModelComparison:
         remaining = None if time_limit is None else time_limit - (time.perf_counter() - started)
         spec = self.spec
         self.history = optimize(
-            self.network, lambda net, batch: _cross_entropy(net, spec, batch), self._simulate_batch,
+            self.network, lambda net, batch, key, fraction: _cross_entropy(net, spec, batch), self._simulate_batch,
             lambda k, n: self.simulate(n, seed=int(jax.random.randint(k, (), 0, 2**31 - 1))),
             key=key, steps=steps, batch_size=batch_size, config=config, time_limit=remaining,
             simulation_budget=simulation_budget, progress=progress)

@@ -21,6 +21,7 @@ import numpy as np
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
+from amortize.design import Design
 from amortize.graph import Factor, Factorization, ModelGraph, Site
 
 __all__ = [
@@ -203,9 +204,11 @@ def unpack_factor(packed: jax.Array, factor: Factor, graph: ModelGraph) -> dict[
     return out
 
 
-def _simulate_one(key: jax.Array, graph: ModelGraph, factorization: Factorization):
-    model_kwargs = graph.program_kwargs(graph.max_sizes())
-    trace = handlers.trace(handlers.seed(graph.model, key)).get_trace(**model_kwargs)
+def _simulate_one(key: jax.Array, graph: ModelGraph, factorization: Factorization, sizes=None,
+                  condition=None):
+    model = graph.model if not condition else handlers.condition(graph.model, data=condition)
+    model_kwargs = graph.program_kwargs(sizes or graph.max_sizes())
+    trace = handlers.trace(handlers.seed(model, key)).get_trace(**model_kwargs)
     canonical = {name: to_canonical(trace[name]["value"], site) for name, site in graph.sites.items()}
     latents = {
         factor.name: pack_factor({n: canonical[n] for n in factor.targets}, factor, graph)
@@ -218,8 +221,19 @@ def _simulate_one(key: jax.Array, graph: ModelGraph, factorization: Factorizatio
     return latents, data
 
 
+def _design_rows(key: jax.Array, graph: ModelGraph, factorization: Factorization, design: Design, n: int):
+    """``n`` data sets on ``design``: its sizes and masks, its covariates conditioned on."""
+    condition = {name: from_canonical(jnp.asarray(value), graph.sites[name])
+                 for name, value in design.covariates.items()}
+    latents, data = jax.vmap(lambda k: _simulate_one(k, graph, factorization, design.sizes, condition))(
+        jax.random.split(key, n))
+    masks = {p: jnp.broadcast_to(jnp.asarray(m), (n,) + m.shape) for p, m in design.masks.items()}
+    return latents, data, masks
+
+
 def simulate(
-    key: jax.Array, graph: ModelGraph, factorization: Factorization, batch_size: int
+    key: jax.Array, graph: ModelGraph, factorization: Factorization, batch_size: int,
+    design: Design | None = None, design_share: float = 1.0,
 ) -> Simulation:
     """Simulate ``batch_size`` data sets with ragged sizes (pure; jit it at the call site).
 
@@ -228,15 +242,32 @@ def simulate(
     key : PRNG key
     graph, factorization : the compiled program.
     batch_size : int
+    design : Design, optional
+        Simulate on this observed design (:mod:`amortize.design`): its masks,
+        with its covariates conditioned on. Alone (``design_share=1``), the
+        arrays are padded to the design's largest sizes only.
+    design_share : float
+        Share of the batch simulated on ``design`` (rounded to whole data
+        sets); the rest draws sizes over the training ranges, as without a
+        design, and every array is padded to the largest trained sizes.
 
     Returns
     -------
     Simulation
     """
     sim_key, mask_key = jax.random.split(key)
-    keys = jax.random.split(sim_key, batch_size)
-    latents, data = jax.vmap(lambda k: _simulate_one(k, graph, factorization))(keys)
-    masks = draw_masks(mask_key, graph, batch_size)
+    n_design = 0 if design is None else min(batch_size, max(1, round(design_share * batch_size)))
+    if n_design == batch_size:
+        latents, data, masks = _design_rows(sim_key, graph, factorization, design, batch_size)
+    else:
+        # Without a design, the same keys as ever (same seed, same simulations).
+        range_key, design_key = jax.random.split(sim_key) if n_design else (sim_key, None)
+        keys = jax.random.split(range_key, batch_size - n_design)
+        latents, data = jax.vmap(lambda k: _simulate_one(k, graph, factorization))(keys)
+        masks = draw_masks(mask_key, graph, batch_size - n_design)
+        if n_design:
+            rows = _design_rows(design_key, graph, factorization, design.padded_to(graph.max_sizes()), n_design)
+            latents, data, masks = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), (latents, data, masks), rows)
     valid = jnp.ones((batch_size,), bool)
 
     def instance_mask(path):

@@ -27,6 +27,7 @@ from flax import nnx
 
 from amortize.build import AmortizerNetwork, NetworkSpec, Standardization, log_prob
 from amortize.errors import TrainingError
+from amortize.design import Design
 from amortize.graph import Factorization, ModelGraph
 from amortize.simulate import Simulation, simulate
 
@@ -155,13 +156,15 @@ def in_chunks(simulate_batch: Callable[[jax.Array, int], Any], chunk: int = 512)
     return run
 
 
-def chunked_simulator(graph: ModelGraph, factorization: Factorization,
-                      chunk: int = 512) -> Callable[[jax.Array, int], Simulation]:
+def chunked_simulator(graph: ModelGraph, factorization: Factorization, chunk: int = 512,
+                      design: Design | None = None, design_share: float = 1.0,
+                      ) -> Callable[[jax.Array, int], Simulation]:
     """``(key, n) -> Simulation`` of ``n`` data sets of the program, ``chunk`` at a time, on the host.
 
-    Pilot, validation and budget simulations of one amortizer share it (see :func:`in_chunks`).
+    Pilot, validation and budget simulations of one amortizer share it (see
+    :func:`in_chunks`); ``design`` and ``design_share`` as in :func:`amortize.simulate.simulate`.
     """
-    return in_chunks(lambda k, n: simulate(k, graph, factorization, n), chunk)
+    return in_chunks(lambda k, n: simulate(k, graph, factorization, n, design, design_share), chunk)
 
 
 def valid_mean(values: jax.Array, valid: jax.Array) -> jax.Array:
@@ -241,6 +244,9 @@ def fit_network(
     progress: bool = True,
     simulator: Callable[[jax.Array, int], Simulation] | None = None,
     on_validation: Callable[[dict], None] | None = None,
+    design: Design | None = None,
+    design_share: float = 1.0,
+    extra_loss: Callable | None = None,
 ) -> dict:
     """Train ``net`` in place on the negative log posterior density; return the history.
 
@@ -255,16 +261,31 @@ def fit_network(
         A :func:`chunked_simulator` of this graph to reuse (saves its compilation).
     on_validation : callable, optional
         As in :func:`optimize` (checkpoints).
+    design, design_share :
+        Simulate on an observed design (all of the batch, or this share of
+        it); see :func:`amortize.simulate.simulate`.
+    extra_loss : callable, optional
+        ``(net, sim, key, fraction) -> (value, parts)`` added to the negative
+        log posterior (e.g. :func:`amortize.refine.consistency.self_consistency_loss`);
+        its parts are recorded at every validation.
 
     Returns
     -------
     dict of str to numpy array
         The history of :func:`optimize`, with ``val_loss_<factor>`` per factor.
     """
+    def loss(network, sim, key, fraction):
+        value, parts = _negative_log_posterior(network, spec, sim)
+        if extra_loss is None:
+            return value, parts
+        extra, extra_parts = extra_loss(network, sim, key, fraction)
+        return value + extra, parts | extra_parts
+
     return optimize(
-        net, lambda network, sim: _negative_log_posterior(network, spec, sim),
-        lambda k, n: simulate(k, graph, factorization, n),
-        simulator or chunked_simulator(graph, factorization), key=key, steps=steps,
+        net, loss,
+        lambda k, n: simulate(k, graph, factorization, n, design, design_share),
+        simulator or chunked_simulator(graph, factorization, design=design, design_share=design_share),
+        key=key, steps=steps,
         batch_size=batch_size, config=config, time_limit=time_limit,
         simulation_budget=simulation_budget, progress=progress, on_validation=on_validation)
 
@@ -295,9 +316,12 @@ def optimize(
     net : nnx.Module
         Networks with standardization already set; ``nnx.Param`` leaves are trained.
     loss_fn : callable
-        ``(net, batch) -> (loss, parts)``: a scalar to minimize and a dict of
-        named scalars recorded at every validation as ``val_<name>``. Pure and
-        jittable.
+        ``(net, batch, key, fraction) -> (loss, parts)``: a scalar to minimize
+        and a dict of named scalars recorded at every validation as
+        ``val_<name>``. ``key`` is a fresh PRNG key per step (for losses that
+        draw from the networks), ``fraction`` the share of the run done
+        (0 to 1; for terms switched on after a warm-up); validation passes a
+        fixed key and fraction 1. Pure and jittable.
     simulate_batch : callable
         ``(key, batch_size) -> batch``, pure and jittable; ``batch.valid``
         ``(batch_size,)`` flags the simulations the loss may use.
@@ -350,6 +374,7 @@ def optimize(
     tx = config.optimizer_transform()
     opt_state = tx.init(params)
     val_key, train_key, data_key = jax.random.split(key, 3)
+    loss_key = jax.random.fold_in(key, 0x5C)  # keys of losses that draw from the networks
     validation = jax.device_put(simulator(val_key, config.validation_size))
     store = None
     if simulation_budget is not None:
@@ -359,12 +384,12 @@ def optimize(
 
     def step(carry, step_input, store):
         params, opt_state = carry
-        step_input, learning_rate, active = step_input
+        step_input, learning_rate, active, loss_key, fraction = step_input
         if store is None:
             sim = simulate_batch(step_input, batch_size)
         else:
             sim = jax.tree.map(lambda x: x[step_input], store)
-        (loss, _), grads = jax.value_and_grad(merged_loss, has_aux=True)(params, sim)
+        (loss, _), grads = jax.value_and_grad(merged_loss, has_aux=True)(params, sim, loss_key, fraction)
         updates, new_opt_state = tx.update(grads, opt_state, params)
         updates = jax.tree.map(lambda u: learning_rate * u, updates)
         new_params = optax.apply_updates(params, updates)
@@ -376,8 +401,8 @@ def optimize(
                              (new_params, new_opt_state), (params, opt_state))
         return carry, (loss, ~finite, jnp.sum(~sim.valid))
 
-    def merged_loss(params, batch):
-        return loss_fn(nnx.merge(graphdef, params, rest), batch)
+    def merged_loss(params, batch, key, fraction):
+        return loss_fn(nnx.merge(graphdef, params, rest), batch, key, fraction)
 
     # Simulated data enter as arguments, never as closure constants, so XLA
     # neither copies them into the executable nor constant-folds them.
@@ -409,7 +434,7 @@ def optimize(
     training_started, last_fraction = None, 0.0
 
     def validate():
-        val, parts = evaluate(carry[0], validation)
+        val, parts = evaluate(carry[0], validation, val_key, 1.0)
         history["val_step"].append(done)
         history["val_seconds"].append(time.perf_counter() - started)
         history["val_loss"].append(float(val))
@@ -449,7 +474,8 @@ def optimize(
                 # Compiled ahead of the first call, so that chunk times measure
                 # the steps alone, and a time budget's schedule spans the
                 # training that is left after compilation.
-                shapes = (inputs, jax.ShapeDtypeStruct((chunk,), jnp.float32), jax.ShapeDtypeStruct((chunk,), bool))
+                shapes = (inputs, jax.ShapeDtypeStruct((chunk,), jnp.float32), jax.ShapeDtypeStruct((chunk,), bool),
+                          jax.random.split(loss_key, chunk), jax.ShapeDtypeStruct((chunk,), jnp.float32))
                 if bar is not None:
                     bar.set_description("compiling")
                 compiled_chunk = run_chunk.lower(carry, shapes, store).compile()
@@ -459,9 +485,11 @@ def optimize(
                     bar.set_description("training")
                     if time_limit is None:
                         bar.reset(total=steps)
-            rates = np.array([config.learning_rate_at(done + i, fraction_at(done + i, now), steps)
-                              for i in range(chunk)], np.float32)
-            chunk_inputs = (inputs, jnp.asarray(rates), jnp.arange(chunk) < n)
+            fractions = np.array([fraction_at(done + i, now) for i in range(chunk)], np.float32)
+            rates = np.array([config.learning_rate_at(done + i, f, steps) for i, f in enumerate(fractions)],
+                             np.float32)
+            chunk_inputs = (inputs, jnp.asarray(rates), jnp.arange(chunk) < n,
+                            jax.random.split(jax.random.fold_in(loss_key, done), chunk), jnp.asarray(fractions))
             carry, (losses, skipped, invalid) = compiled_chunk(carry, chunk_inputs, store)
             losses, skipped, invalid = (np.asarray(x)[:n] for x in (losses, skipped, invalid))
             seconds_per_step = (time.perf_counter() - now) / chunk

@@ -6,7 +6,7 @@ import amortize as am
 def test_public_names():
     assert sorted(am.__all__) == sorted([
         "Amortizer", "AmortizationGapWarning", "AmortizeError", "AmortizerFileError", "Certificate",
-        "CertificateWarning", "DataError", "ModelComparison", "ModelError", "ModelWarning", "NetworkConfig", "RefineError",
+        "CertificateWarning", "DataError", "Design", "ModelComparison", "ModelError", "ModelWarning", "NetworkConfig", "RefineError", "SelfConsistency",
         "TrainConfig", "TrainingError", "certificate", "compare", "compile", "diagnostics", "load",
         "models", "reference",
     ])
