@@ -485,11 +485,11 @@ def optimize(
                     bar.set_description("training")
                     if time_limit is None:
                         bar.reset(total=steps)
-            fractions = np.array([fraction_at(done + i, now) for i in range(chunk)], np.float32)
+            fractions = np.array([fraction_at(done + i, now) for i in range(chunk)])
             rates = np.array([config.learning_rate_at(done + i, f, steps) for i, f in enumerate(fractions)],
                              np.float32)
             chunk_inputs = (inputs, jnp.asarray(rates), jnp.arange(chunk) < n,
-                            jax.random.split(jax.random.fold_in(loss_key, done), chunk), jnp.asarray(fractions))
+                            jax.random.split(jax.random.fold_in(loss_key, done), chunk), jnp.asarray(fractions, jnp.float32))
             carry, (losses, skipped, invalid) = compiled_chunk(carry, chunk_inputs, store)
             losses, skipped, invalid = (np.asarray(x)[:n] for x in (losses, skipped, invalid))
             seconds_per_step = (time.perf_counter() - now) / chunk
