@@ -31,7 +31,7 @@ from amortize.graph import ModelGraph
 __all__ = ["Design", "make_design", "default_covariates"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class Design:
     """Plate sizes and covariate values of an observed data set, padded.
 

@@ -112,3 +112,14 @@ def test_design_errors_name_the_fix():
         amortizer.design_of({"x": [np.zeros(2)] * 2, "y": [np.zeros(2)] * 2}, covariates=["mu"])
     with pytest.raises(am.AmortizeError, match="design_share"):
         amortizer.fit(steps=1, design={"x": [np.zeros(2)] * 2, "y": [np.zeros(2)] * 2}, design_share=0)
+
+
+def test_a_new_design_replaces_the_last_one():
+    amortizer = am.compile(regression, data=["x", "y"], sizes={"group": (2, 8), "obs": (1, 10)},
+                           network=am.NetworkConfig(summary_width=8, flow_hidden=8, flow_layers=1))
+    first = amortizer.design_of({"x": [np.zeros(2)] * 2, "y": [np.zeros(2)] * 2})
+    amortizer.fit(steps=1, batch_size=4, design=first, progress=False)
+    amortizer.fit(steps=1, batch_size=4, design={"x": [np.zeros(3)] * 3, "y": [np.zeros(3)] * 3}, progress=False)
+    assert amortizer.training_design.sizes == {"group": 3, "obs": 3}
+    amortizer.fit(steps=1, batch_size=4, progress=False)
+    assert amortizer.training_design is None

@@ -44,7 +44,7 @@ from amortize.refine.density import block_plates, log_density_terms, split_by_bl
 __all__ = ["SelfConsistency", "block_log_weights", "self_consistency_loss"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # may hold a data set: compared by identity
 class SelfConsistency:
     """Settings of the self-consistency term (``fit(self_consistency=...)``).
 
