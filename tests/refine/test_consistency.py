@@ -100,6 +100,10 @@ def test_bad_settings_and_markov_chains_are_refused():
         am.SelfConsistency(draws=1)
     with pytest.raises(am.RefineError, match="start"):
         am.SelfConsistency(start=1.0)
+    with pytest.raises(am.RefineError, match="needs data="):
+        am.SelfConsistency(simulations=False)
+    with pytest.raises(am.RefineError, match="data_weight must be positive"):
+        am.SelfConsistency(data_weight=0.0)
     from amortize.models import gaussian_hmm
 
     amortizer = am.compile(gaussian_hmm.model, data=["y", "count"], sizes=gaussian_hmm.SIZES)
