@@ -16,12 +16,13 @@ from flax import nnx
 from amortize._version import __version__
 from amortize import persist
 from amortize.build import AmortizerNetwork, NetworkConfig, network_spec
-from amortize.convert import to_datatree
+from amortize.convert import to_datatree, with_deterministics
 from amortize.data import prepare_data
 from amortize.design import Design, make_design
-from amortize.errors import AmortizationGapWarning, AmortizeError, DataError
+from amortize.errors import AmortizationGapWarning, AmortizeError, DataError, ModelError
 from amortize.graph import Factorization, ModelGraph, build_graph, factorize
 from amortize.infer import gather_instances, make_latent_sampler, make_sampler
+from amortize.program.arguments import AdaptedProgram, adapt
 from amortize.misspecification import QUANTILE, make_summarizer, summary_check
 from amortize.refine.consistency import SelfConsistency, self_consistency_loss
 from amortize.refine.sampling import posterior_draws
@@ -238,6 +239,23 @@ class Amortizer:
         """
         return make_design(self.graph, data, index=index, covariates=covariates)
 
+    def data_of(self, *args, **kwargs) -> dict[str, Any]:
+        """The data set of one call of the program, for :meth:`sample`, :meth:`design_of` and the diagnostics.
+
+        For a program compiled from a call (``compile(model, args=..., kwargs=...)``):
+        pass the arguments as you would call the program; the result maps every
+        data site and covariate to its values.
+
+        Examples
+        --------
+        >>> idata = amortizer.sample(amortizer.data_of(J, sigma, y=y))   # doctest: +SKIP
+        """
+        if not isinstance(self.graph.model, AdaptedProgram):
+            raise DataError("data_of reads a call of a program compiled from a call (compile(model, args=..., "
+                            "kwargs=...)); this one takes its data as a mapping of site → values: "
+                            f"{{{', '.join(repr(n) + ': ...' for n in self.graph.data_names)}}}.")
+        return self.graph.model.data_of(args, kwargs)
+
     def _require_trained(self):
         if self.network is None:
             raise AmortizeError("This amortizer is not trained yet; call `amortizer.fit(...)` first.")
@@ -370,7 +388,8 @@ class Amortizer:
                                     certify=certify, refine=refine, proposals=proposals,
                                     nuts_options=nuts_options, cache=self._densities)
         groups = {"sample_stats": posterior.sample_stats} if posterior.sample_stats else None
-        tree = to_datatree(posterior.draws, posterior.prepared, self.graph, num_chains=num_chains,
+        draws = with_deterministics(posterior.draws, posterior.prepared, self.graph)
+        tree = to_datatree(draws, posterior.prepared, self.graph, num_chains=num_chains,
                            attrs={"inference_library_version": __version__}, groups=groups,
                            class_probabilities=posterior.probabilities)
         tree["posterior"].attrs.update(posterior.attrs)
@@ -451,7 +470,8 @@ class Amortizer:
     def save(self, path) -> None:
         """Write the trained amortizer to ``path`` (one file; see :func:`amortize.load`)."""
         self._require_trained()
-        manifest = persist.manifest(persist.FORMAT, self, self.graph, fingerprint=self.graph.fingerprint())
+        manifest = persist.manifest(persist.FORMAT, self, self.graph, fingerprint=self.graph.fingerprint(),
+                                    adapted=isinstance(self.graph.model, AdaptedProgram))
         persist.write_archive(path, manifest, self.network, self.graph.model)
 
     @classmethod
@@ -460,6 +480,10 @@ class Amortizer:
         manifest = archive.manifest
         if model is None:
             model = persist.restore_programs(archive.programs, archive.path, "am.load(path, model=my_model)")
+        elif manifest.get("adapted") and not isinstance(model, AdaptedProgram):
+            # The argument roles were read from a call at compile time: wrap the function given in them.
+            stored = persist.restore_programs(archive.programs, archive.path, "am.load(path) without model=")
+            model = stored.with_model(model)
         graph = persist.checked_graph(model, manifest, manifest["fingerprint"], archive.path)
         amortizer = cls(graph, factorize(graph), NetworkConfig(**manifest["network_config"]))
         network = AmortizerNetwork(amortizer.spec, rngs=nnx.Rngs(0))
@@ -483,22 +507,44 @@ def _chains_for(num_samples: int, num_chains: int | None) -> int:
     return int(num_chains)
 
 
-def compile(model: Callable, data: Sequence[str], sizes: Mapping[str, Any], *,
-            network: NetworkConfig | None = None) -> Amortizer:
+def compile(model: Callable, data: Sequence[str] | None = None, sizes: Mapping[str, Any] | None = None, *,
+            network: NetworkConfig | None = None, args: Sequence[Any] | None = None,
+            kwargs: Mapping[str, Any] | None = None, covariates: Mapping[str, Any] | None = None) -> Amortizer:
     """Compile a NumPyro program into an (untrained) amortizer.
+
+    Two ways to say what the program's arguments are:
+
+    * **a call with data** (``args=``, ``kwargs=``, as given to NumPyro's
+      ``MCMC.run`` without the key): the program stays exactly as written.
+      amortize reads each argument's role from the call (see
+      :mod:`amortize.program.arguments`): an argument passed as ``obs=`` is
+      data, an integer that sizes a plate is that plate's size, an array
+      whose first axis follows a plate (``len(y)`` sizes it, or it is used
+      per instance) is per instance of that plate — data or, if never
+      observed, a covariate drawn during training from ``covariates[name]``
+      (default: the call's rows, resampled); everything else is passed as
+      in the call. Get a data set for :meth:`Amortizer.sample` from any call
+      with :meth:`Amortizer.data_of`.
+    * **amortize's convention**: the size of plate ``P`` is the argument
+      ``n_P``, data sites are keyword arguments ``y=None`` observed by
+      ``obs=y``.
 
     Parameters
     ----------
     model : callable
-        A NumPyro program. The size of plate ``P`` must be its argument ``n_P``;
-        every other argument needs a default (data sites: ``y=None``, ``obs=y``).
-    data : sequence of str
-        The observed sites.
+        A NumPyro program.
+    data : sequence of str, optional
+        The observed sites (required without ``args``/``kwargs``; with them,
+        default: every site observed through an argument).
     sizes : mapping of plate → (min, max)
         Training range of each plate's size (per enclosing instance for
         nested plates). At inference the sizes come from the data.
     network : NetworkConfig, optional
         Network kinds and sizes.
+    args, kwargs : optional
+        One call of the program with real data.
+    covariates : mapping of argument → Distribution, optional
+        The training design of covariate arguments (with ``args``/``kwargs``).
 
     Returns
     -------
@@ -525,6 +571,31 @@ def compile(model: Callable, data: Sequence[str], sizes: Mapping[str, Any], *,
     >>> amortizer = am.compile(model, data=["y"], sizes={"group": (2, 50), "obs": (1, 30)})
     >>> print(amortizer.factorization)
     p(mu, tau, sigma | y) · Π_group p(theta | mu, tau, sigma, y[group])
+
+    NumPyro's eight schools, unchanged, from the call ``(J, sigma, y=y)``:
+
+    >>> def eight_schools(J, sigma, y=None):
+    ...     mu = numpyro.sample("mu", dist.Normal(0, 5))
+    ...     tau = numpyro.sample("tau", dist.HalfCauchy(5))
+    ...     with numpyro.plate("J", J):
+    ...         theta = numpyro.sample("theta", dist.Normal(mu, tau))
+    ...         numpyro.sample("obs", dist.Normal(theta, sigma), obs=y)
+    >>> import numpy as np
+    >>> y = np.array([28.0, 8, -3, 7, -1, 1, 18, 12]); sigma = np.array([15.0, 10, 16, 11, 9, 11, 10, 18])
+    >>> amortizer = am.compile(eight_schools, args=(8, sigma), kwargs={"y": y}, sizes={"J": (4, 16)})
+    >>> print(amortizer.factorization)
+    p(mu, tau | obs, sigma) · Π_J p(theta | mu, tau, obs[J], sigma[J])
     """
+    if args is not None or kwargs is not None:
+        program = adapt(model, args or (), kwargs, covariates=covariates, data=data)
+        model, data = program, list(program.data_sites + program.covariate_sites)
+    elif covariates is not None:
+        raise ModelError("covariates= describes arguments of a call; pass the call too (args=..., kwargs=...).")
+    if data is None:
+        raise ModelError("Name the observed sites (data=['y']), or pass one call of the program with its data "
+                         "(args=..., kwargs=...) so that amortize reads them from it.")
+    if sizes is None:
+        raise ModelError("sizes= is missing: give the training range of every plate's size, "
+                         "e.g. sizes={'group': (2, 50)}.")
     graph = build_graph(model, data, sizes)
     return Amortizer(graph, factorize(graph), network)

@@ -16,10 +16,11 @@ import xarray as xr
 from amortize.data import PaddedPosterior, PreparedData, padded_from_prepared
 from amortize.errors import DataError
 from amortize.graph import ModelGraph
-from amortize.replay import covariate_names
+from amortize.data import take_instances
+from amortize.replay import covariate_names, deterministic_draws
 
 __all__ = ["to_datatree", "from_datatree", "padded_from_prepared", "add_groups", "instance_dataset",
-           "parent_coordinate", "PaddedPosterior", "instance_dims"]
+           "parent_coordinate", "PaddedPosterior", "instance_dims", "with_deterministics"]
 
 #: The groups that hold data sites: responses, then design covariates.
 DATA_GROUPS = ("observed_data", "constant_data")
@@ -36,7 +37,7 @@ def _dims(name: str, site, n_event: int) -> list[str]:
 
 def instance_dims(name: str, graph: ModelGraph) -> list[str]:
     """Dimension names of site ``name`` after ``(chain, draw)``: its innermost plate, then events."""
-    site = graph.sites[name]
+    site = graph.layout(name)
     return _dims(name, site, len(site.event_shape))
 
 
@@ -85,7 +86,7 @@ def to_datatree(
     """
     posterior, dims = {}, {}
     for name, value in draws.items():
-        site = graph.sites[name]
+        site = graph.layout(name)
         posterior[name] = _in_chains(value, num_chains)
         dims[name] = _dims(name, site, len(site.event_shape))
     observed, constant = {}, {}
@@ -204,6 +205,25 @@ def _scatter(values: np.ndarray, positions: np.ndarray | None, sizes: tuple, lea
         values.shape[:lead] + tuple(sizes) + event).copy()
     index = (slice(None),) * lead + tuple(positions.T)
     out[index] = values
+    return out
+
+
+def with_deterministics(draws: dict[str, np.ndarray], prepared: PreparedData, graph: ModelGraph) -> dict:
+    """``draws`` (site → ``(S, [n_instances], *event)``) plus the program's deterministic sites at them."""
+    if not graph.deterministics:
+        return draws
+    padded = padded_from_prepared(prepared, graph)
+    latents = {}
+    for name in graph.latent_names:
+        site = graph.sites[name]
+        where = padded.instances[site.path[-1]] if site.path else None
+        latents[name] = _scatter(np.asarray(draws[name]), where, tuple(padded.sizes[q] for q in site.path), 1)
+    values = deterministic_draws(graph, PaddedPosterior(padded.sizes, padded.masks, padded.instances,
+                                                        padded.data, latents, 1))
+    out = dict(draws)
+    for name, value in values.items():
+        site = graph.deterministics[name]
+        out[name] = take_instances(np.asarray(value), padded.instances[site.path[-1]] if site.path else None)
     return out
 
 

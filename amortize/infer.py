@@ -88,6 +88,6 @@ def gather_instances(draws: dict, prepared: PreparedData, graph: ModelGraph) -> 
     """
     out = {}
     for name, value in draws.items():
-        site = graph.sites[name]
+        site = graph.layout(name)
         out[name] = take_instances(value[0], prepared.instances[site.path[-1]] if site.path else None)
     return out

@@ -44,6 +44,7 @@ __all__ = [
     "posterior_predictive",
     "one_step_predictive",
     "conditional_prior_moments",
+    "deterministic_draws",
 ]
 
 
@@ -235,5 +236,27 @@ def conditional_prior_moments(graph: ModelGraph, padded: PaddedPosterior,
             out[name] = (to_canonical(jnp.broadcast_to(mean, shape), site),
                          to_canonical(jnp.broadcast_to(variance, shape), site))
         return out
+
+    return jax.jit(jax.vmap(one))(values)
+
+
+def deterministic_draws(graph: ModelGraph, padded: PaddedPosterior) -> dict[str, jax.Array]:
+    """The program's deterministic sites (:attr:`ModelGraph.deterministics`) at every posterior draw.
+
+    The program runs on the observed data with every latent set to a draw,
+    as NumPyro's ``Predictive`` does for ``MCMC.get_samples``.
+
+    Returns
+    -------
+    dict of deterministic site → ``(S, *plates, *event)`` (canonical layout, padded).
+    """
+    if not graph.deterministics or not padded.latents:
+        return {}
+    traced = _traced_on_data(graph, padded)
+    values = substitutes(graph, padded.latents)
+
+    def one(draw):
+        trace = traced(draw, 0)
+        return {n: to_canonical(trace[n]["value"], site) for n, site in graph.deterministics.items()}
 
     return jax.jit(jax.vmap(one))(values)

@@ -139,6 +139,11 @@ class ModelGraph:
         False for a graph built only to run the program on data (NUTS,
         diagnostics; :func:`graph_for`): its plate ranges are placeholders, so
         data are not checked against them.
+    deterministics : dict of str to Site
+        ``numpyro.deterministic`` sites (also those a ``reparam`` handler
+        creates) whose values lie in the plates' layout: computed from every
+        posterior draw and returned with the posterior, as NumPyro's
+        ``MCMC.get_samples`` does. Role ``"deterministic"``; not in ``sites``.
     """
 
     model: Callable
@@ -146,6 +151,11 @@ class ModelGraph:
     plates: dict[str, Plate]
     data_names: tuple[str, ...]
     has_training_ranges: bool = True
+    deterministics: dict = dataclasses.field(default_factory=dict)
+
+    def layout(self, name: str) -> Site:
+        """The :class:`Site` of a sample or deterministic site (plates, axes, event shape)."""
+        return self.sites[name] if name in self.sites else self.deterministics[name]
 
     @property
     def latent_names(self) -> tuple[str, ...]:
@@ -586,7 +596,39 @@ def build_graph(
     if not any(s.role == "latent" for s in sites.values()):
         raise ModelError("The program has no latent sites: there is nothing to infer.")
     _check_indicators(sites)
-    return ModelGraph(model=model, sites=sites, plates=plates, data_names=data)
+    return ModelGraph(model=model, sites=sites, plates=plates, data_names=data,
+                      deterministics=_deterministic_sites(first, second, plate_paths))
+
+
+def _deterministic_sites(first: ProgramTrace, second: ProgramTrace, plate_paths) -> dict[str, Site]:
+    """Deterministic sites laid out like sample sites: each plate on one axis, the rest a fixed event.
+
+    Left out (they are functions of the draws a user can recompute): values
+    whose shape follows a plate that encloses no site of theirs (long-format
+    rows gathered from group parameters), values inside a scan, and the
+    pieces of ``obs_mask``.
+    """
+    out = {}
+    for name, (frames, shape, dtype) in first.deterministic_layout.items():
+        other = second.deterministic_layout.get(name)
+        path = tuple(f.name for f in frames)
+        if other is None or (path and plate_paths.get(path[-1]) != path):
+            continue
+        for event_ndim in range(len(shape) + 1):
+            batch_ndim = len(shape) - event_ndim
+            axes = [batch_ndim + f.dim for f in frames]
+            if any(a < 0 or shape[a] != first.plate_sizes[f.name] for a, f in zip(axes, frames)):
+                continue
+            if any(shape[a] != 1 for a in range(batch_ndim) if a not in axes):
+                continue
+            event = shape[batch_ndim:]
+            if other[1][len(other[1]) - event_ndim:] != event or len(other[1]) != len(shape):
+                break  # the event grows with a plate's size: not a per-instance value
+            out[name] = Site(name=name, role="deterministic", path=path, plate_axes=tuple(axes),
+                             batch_ndim=batch_ndim, event_shape=event, unconstrained_shape=(), support=None,
+                             distribution="Deterministic", dtype=dtype, parents=())
+            break
+    return out
 
 
 def _check_indicators(sites: Mapping[str, Site]) -> None:

@@ -112,6 +112,9 @@ class ProgramTrace:
         Sample-site parents from :func:`numpyro.infer.inspect.get_model_relations`.
     deterministic : tuple of str
         Names of ``numpyro.deterministic`` sites.
+    deterministic_layout : dict of str to (tuple of PlateFrame, shape, dtype)
+        For each ``numpyro.deterministic`` site: its enclosing plates
+        (outermost first), the shape and dtype of its value.
     factors : tuple of str
         Names of ``numpyro.factor`` sites (terms of the density with no
         generative story); they are not in ``sites``.
@@ -125,6 +128,7 @@ class ProgramTrace:
     parents: dict[str, list[str]]
     deterministic: tuple[str, ...]
     factors: tuple[str, ...] = ()
+    deterministic_layout: dict = field(default_factory=dict)
     subsampled: dict = field(default_factory=dict)
 
     def masked_observations(self) -> tuple[str, ...]:
@@ -211,9 +215,10 @@ def model_size_arguments(model: Callable) -> tuple[list[str], list[str]]:
         others.append(name)
         if parameter.default is inspect.Parameter.empty:
             raise ModelError(
-                f"Model argument `{name}` has no default. amortize calls the program "
-                f"with the plate sizes (`n_<plate>`) only; give `{name}` a default "
-                f"(for a data site: `{name}=None` and `obs={name}`)."
+                f"Model argument `{name}` has no default, so amortize cannot tell what it is: a plate's "
+                f"size, an observed site's values, or a covariate. Pass one call of the program with its "
+                f"data, as you would to NumPyro's MCMC.run: `am.compile(model, args=(...), kwargs={{...}}, "
+                f"sizes=...)`; amortize reads every argument's role from it and leaves the program unchanged."
             )
     return sizes, others
 
@@ -236,6 +241,7 @@ def trace_program(model: Callable, model_kwargs: Mapping[str, int]) -> ProgramTr
     plate_parents: dict[str, str | None] = {}
     plate_sizes: dict[str, int] = {}
     deterministic: list[str] = []
+    deterministic_layout: dict = {}
     factors: list[str] = []
     subsampled: dict[str, tuple[int, int]] = {}
 
@@ -255,6 +261,10 @@ def trace_program(model: Callable, model_kwargs: Mapping[str, int]) -> ProgramTr
                     subsampled[name] = (int(site["args"][0]), int(site["args"][1]))
             elif site["type"] == "deterministic":
                 deterministic.append(name)
+                frames = tuple(PlateFrame(f.name, f.dim, f.size) for f in reversed(site["cond_indep_stack"]))
+                value = site["value"]
+                deterministic_layout[name] = (frames, tuple(jax.numpy.shape(value)),
+                                              np.dtype(jax.numpy.result_type(value)))
         return 0
 
     try:
@@ -280,6 +290,7 @@ def trace_program(model: Callable, model_kwargs: Mapping[str, int]) -> ProgramTr
         plate_sizes=plate_sizes,
         parents={k: list(v) for k, v in relations["sample_sample"].items()},
         deterministic=tuple(deterministic),
+        deterministic_layout=deterministic_layout,
         factors=tuple(factors),
         subsampled=subsampled,
     )

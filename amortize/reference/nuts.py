@@ -18,9 +18,9 @@ from numpyro.distributions import ExpandedDistribution, Independent, MaskedDistr
 from numpyro.infer.reparam import LocScaleReparam
 
 from amortize._version import __version__
-from amortize.convert import to_datatree
+from amortize.convert import to_datatree, with_deterministics
 from amortize.data import padded_from_prepared, prepare_data
-from amortize.graph import graph_for
+from amortize.graph import ModelGraph, graph_for
 from amortize.refine.nuts import RHAT_THRESHOLD, run_nuts
 from amortize.replay import masked_program, program_arguments
 
@@ -40,8 +40,10 @@ def nuts(model: Callable, data: Mapping[str, Any], *, index: Mapping[str, Any] |
 
     Parameters
     ----------
-    model : callable
-        The same NumPyro program given to :func:`amortize.compile`.
+    model : callable or Amortizer
+        The same NumPyro program given to :func:`amortize.compile`, or the
+        amortizer itself (its program, as compiled: needed for a program
+        compiled from a call, ``compile(model, args=..., kwargs=...)``).
     data : mapping of site → values
         Any form :meth:`Amortizer.sample` accepts (rectangular, ragged, long with ``index``).
     num_warmup, num_samples : int
@@ -80,6 +82,8 @@ def nuts(model: Callable, data: Mapping[str, Any], *, index: Mapping[str, Any] |
     ReferenceWarning
         When the run did not converge; comparisons flag it too.
     """
+    if isinstance(getattr(model, "graph", None), ModelGraph):  # an Amortizer: NUTS on its program
+        model = model.graph.model
     graph = graph_for(model, list(data))
     prepared = prepare_data(graph, data, index=index, coords=coords)
     padded = padded_from_prepared(prepared, graph)
@@ -93,7 +97,7 @@ def nuts(model: Callable, data: Mapping[str, Any], *, index: Mapping[str, Any] |
                    num_chains=num_chains, target_accept_prob=target_accept_prob,
                    max_tree_depth=max_tree_depth, chain_method=chain_method, reparam_config=config,
                    init_strategy=init_strategy, progress=progress)
-    tree = to_datatree(run.draws, prepared, graph, num_chains=num_chains, groups={"sample_stats": run.stats},
+    tree = to_datatree(with_deterministics(run.draws, prepared, graph), prepared, graph, num_chains=num_chains, groups={"sample_stats": run.stats},
                        attrs={"inference_library_version": __version__})
     tree["posterior"].attrs.update(
         reference="nuts", max_rhat=run.worst_rhat, divergences=run.divergences, converged=int(run.converged),

@@ -1,0 +1,409 @@
+"""A NumPyro program as its author wrote it, called the way amortize calls programs.
+
+NumPyro programs take their data as ordinary arguments, positional or not:
+``def eight_schools(J, sigma, y=None)`` takes the number of schools, the
+standard errors (a covariate) and the observed effects, and sizes its plate
+from ``J``; ``def model(data)`` sizes its plate with ``len(data)``. amortize
+needs three things of every argument to simulate training data sets: is it a
+plate's size, an observed site's values, or a covariate (an input that is
+observed but not modelled)?
+
+:func:`adapt` reads the roles from one call of the program with real data —
+the call a NumPyro user makes anyway (``mcmc.run(key, J, sigma, y=y)``):
+
+* an argument passed as the ``obs=`` of a sample site is that site's data;
+* an argument is *per instance* of plate ``P`` along an axis (or, for an
+  integer, is ``P``'s size) when the program, called again with that axis one
+  longer (the integer one larger), opens ``P`` one larger and every other
+  plate unchanged — all arguments of the same plate are lengthened together;
+* a per-instance argument that is not data is a covariate: during training
+  it is drawn from a design distribution (by default, rows resampled from the
+  values of the call);
+* anything else is passed as it was in the call.
+
+:class:`AdaptedProgram` is the program in amortize's calling convention —
+keyword ``n_<plate>`` sizes, data and covariates by site name, ``None`` to
+simulate — wrapping the unchanged function. Covariates become data sites of
+their own (their distribution is the design: constant in the latents, so it
+changes no posterior).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+from numpyro import handlers
+from numpyro.distributions import Distribution, constraints
+from numpyro.primitives import Messenger
+
+from amortize.errors import ModelError
+
+__all__ = ["AdaptedProgram", "ArgumentRole", "Resampled", "adapt", "program_signature"]
+
+
+class Resampled(Distribution):
+    """Rows drawn uniformly, with replacement, from observed values: a covariate's default design.
+
+    Parameters
+    ----------
+    values : array ``(n, *event)``
+        The observed rows; a draw is one of them.
+
+    The density is constant (zero on the log scale): a design's density does
+    not depend on the latents, so it changes no posterior.
+    """
+
+    support = constraints.real
+    pytree_data_fields = ("values",)
+
+    def __init__(self, values, *, validate_args=None):
+        self.values = jnp.asarray(values)
+        super().__init__(batch_shape=(), event_shape=tuple(self.values.shape[1:]), validate_args=validate_args)
+
+    def sample(self, key, sample_shape=()):
+        index = jax.random.randint(key, tuple(sample_shape) + self.batch_shape, 0, self.values.shape[0])
+        return self.values[index]
+
+    def log_prob(self, value):
+        return jnp.zeros(jnp.shape(value)[: jnp.ndim(value) - len(self.event_shape)])
+
+
+@dataclass(frozen=True)
+class ArgumentRole:
+    """What one argument of the program is.
+
+    Attributes
+    ----------
+    kind : {"size", "data", "covariate", "fixed"}
+    plates : tuple of (axis, plate)
+        For arrays, the axes that hold the instances of a plate; for a size,
+        ``((0, plate),)``.
+    site : str or None
+        The data site (``data``) or the covariate's site (``covariate``).
+    design : Distribution or None
+        What a covariate is drawn from during training.
+    value : object
+        The value in the call the roles were read from (shape and dtype of
+        data placeholders; the value of a ``fixed`` argument).
+    """
+
+    kind: str
+    plates: tuple[tuple[int, str], ...] = ()
+    site: str | None = None
+    design: Any = None
+    value: Any = None
+
+    def describe(self) -> str:
+        where = ", ".join(f"axis {a} ↔ plate `{p}`" for a, p in self.plates)
+        if self.kind == "size":
+            return f"size of plate `{self.plates[0][1]}`"
+        if self.kind == "data":
+            return f"data of site `{self.site}` ({where})" if where else f"data of site `{self.site}`"
+        if self.kind == "covariate":
+            return f"covariate ({where}; design {type(self.design).__name__})"
+        return "fixed (passed as in the call)"
+
+
+def program_signature(model: Callable) -> inspect.Signature:
+    """The signature of the user's function, also under NumPyro handlers (``reparam(model, ...)``)."""
+    fn = model
+    while isinstance(fn, Messenger) and getattr(fn, "fn", None) is not None:
+        fn = fn.fn
+    return inspect.signature(fn)
+
+
+class _Release(Messenger):
+    """Turn the named observed sites back into sampled ones (their data are placeholders)."""
+
+    def __init__(self, fn, names):
+        self.names = frozenset(names)
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        if msg["type"] == "sample" and msg["name"] in self.names:
+            msg["value"] = None
+            msg["is_observed"] = False
+
+
+class AdaptedProgram:
+    """The user's program in amortize's calling convention; its body is not changed.
+
+    Call it with ``n_<plate>=`` for every plate an argument sizes, and data
+    sites and covariates by site name (``None`` or absent: simulate them).
+    ``inspect.signature`` shows exactly these keyword arguments.
+
+    Attributes
+    ----------
+    model : callable
+        The program as its author wrote it.
+    roles : dict of argument → ArgumentRole
+    plates : tuple of str
+        The plates whose sizes arguments carry, in program order.
+    """
+
+    def __init__(self, model: Callable, roles: Mapping[str, ArgumentRole], plates: Sequence[str]):
+        self.model = model
+        self.roles = dict(roles)
+        self.plates = tuple(plates)
+        parameters = [inspect.Parameter(f"n_{p}", inspect.Parameter.KEYWORD_ONLY) for p in self.plates]
+        parameters += [inspect.Parameter(r.site, inspect.Parameter.KEYWORD_ONLY, default=None)
+                       for r in self.roles.values() if r.kind in ("data", "covariate")]
+        self.__signature__ = inspect.Signature(parameters)
+        self.__name__ = getattr(model, "__name__", type(model).__name__)
+        self.__doc__ = getattr(model, "__doc__", None)
+
+    @property
+    def data_sites(self) -> tuple[str, ...]:
+        return tuple(r.site for r in self.roles.values() if r.kind == "data")
+
+    @property
+    def covariate_sites(self) -> tuple[str, ...]:
+        return tuple(r.site for r in self.roles.values() if r.kind == "covariate")
+
+    def with_model(self, model: Callable) -> "AdaptedProgram":
+        """The same roles around another function (a program reloaded from its module)."""
+        return AdaptedProgram(model, self.roles, self.plates)
+
+    def data_of(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The data set of one call of the program: ``{site: values}`` for its data and covariates.
+
+        Raises
+        ------
+        ModelError
+            The call does not fit the program's signature.
+        """
+        signature = program_signature(self.model)
+        try:
+            bound = signature.bind(*args, **dict(kwargs or {}))
+        except TypeError as error:
+            raise ModelError(f"These arguments do not fit the program `{self.__name__}{signature}`: {error}.") from None
+        bound.apply_defaults()
+        out = {}
+        for name, role in self.roles.items():
+            if role.kind in ("data", "covariate"):
+                value = bound.arguments.get(name)
+                if value is None:
+                    raise ModelError(f"Argument `{name}` ({role.describe()}) is None in this call; pass its values.")
+                out[role.site] = np.asarray(value)
+        return out
+
+    def __repr__(self) -> str:
+        roles = "; ".join(f"{a}: {r.describe()}" for a, r in self.roles.items())
+        return f"AdaptedProgram({self.__name__}; {roles})"
+
+    def __call__(self, **kwargs):
+        sizes = {p: int(kwargs[f"n_{p}"]) for p in self.plates}
+        values, release = {}, []
+        for name, role in self.roles.items():
+            given = kwargs.get(role.site) if role.site else None
+            if role.kind == "size":
+                values[name] = sizes[role.plates[0][1]]
+            elif role.kind == "covariate":
+                (_, plate), = role.plates
+                with numpyro.plate(plate, sizes[plate]):
+                    value = numpyro.sample(role.site, role.design, obs=given)
+                # In the call's dtype: counts stay integers when data arrive as floats.
+                values[name] = jnp.asarray(value).astype(jax.dtypes.canonicalize_dtype(np.result_type(role.value)))
+            elif role.kind == "data" and given is None:
+                shape = list(np.shape(role.value))
+                for axis, plate in role.plates:
+                    shape[axis] = sizes[plate]
+                values[name] = jnp.zeros(shape, jnp.result_type(role.value))
+                release.append(role.site)
+            elif role.kind == "data":
+                values[name] = given
+            else:
+                values[name] = role.value
+        model = _Release(self.model, release) if release else self.model
+        bound = _bind(self.model, values)
+        return model(*bound.args, **bound.kwargs)
+
+
+def _bind(model, values: Mapping[str, Any]) -> inspect.BoundArguments:
+    signature = program_signature(model)
+    positional = [p.name for p in signature.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY,)]
+    args = [values[n] for n in positional]
+    kwargs = {n: v for n, v in values.items() if n not in positional}
+    return signature.bind(*args, **kwargs)
+
+
+def _trace(model, bound: inspect.BoundArguments):
+    def run():
+        trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*bound.args, **bound.kwargs)
+        plates = {n: int(s["args"][0]) for n, s in trace.items() if s["type"] == "plate"}
+        observed = {n: s["value"] for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]}
+        return plates, observed, tuple(n for n, s in trace.items() if s["type"] in ("sample", "deterministic"))
+    return run()
+
+
+def _lengthened(value, axis: int):
+    value = np.asarray(value)
+    last = np.take(value, [-1], axis=axis)
+    return np.concatenate([value, last], axis=axis)
+
+
+def _is_size(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _perturbed(values: Mapping[str, Any], followers) -> dict:
+    out = dict(values)
+    for name, axis in followers:
+        out[name] = out[name] + 1 if axis is None else _lengthened(out[name], axis)
+    return out
+
+
+def _followers(model, values: Mapping[str, Any], plates: Mapping[str, int]) -> dict[str, list]:
+    """Per plate, the (argument, axis) pairs it is sized by (axis None: an integer size)."""
+    found = {}
+    for plate, size in plates.items():
+        ints = [(n, None) for n, v in values.items() if _is_size(v) and int(v) == size]
+        arrays = [(n, a) for n, v in values.items() if not _is_size(v) and isinstance(v, (np.ndarray, jax.Array))
+                  for a, extent in enumerate(np.shape(v)) if extent == size]
+        tries = [ints + arrays, arrays] + [[i] + arrays for i in ints]
+        for candidates in tries:
+            if not candidates:
+                continue
+            try:
+                changed, _, _ = _trace(model, _bind(model, _perturbed(values, candidates)))
+            except Exception:  # a lengthened argument the program cannot take: not this set
+                continue
+            expected = {p: s + (p == plate) for p, s in plates.items()}
+            if changed == expected:
+                found[plate] = candidates
+                break
+    return found
+
+
+def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
+          covariates: Mapping[str, Any] | None = None, data: Sequence[str] | None = None) -> AdaptedProgram:
+    """Read each argument's role from one call ``model(*args, **kwargs)`` with real data.
+
+    Parameters
+    ----------
+    model : callable
+        The NumPyro program, unchanged.
+    args, kwargs
+        A call with observed data, as given to NumPyro's ``MCMC.run``.
+    covariates : mapping of argument → Distribution, optional
+        The design a covariate is drawn from during training, per instance
+        of its plate (default: the call's rows, resampled).
+    data : sequence of str, optional
+        The observed sites; default: every site observed through an argument.
+
+    Returns
+    -------
+    AdaptedProgram
+
+    Raises
+    ------
+    ModelError
+        The call fails; an argument's role cannot be told; a covariate that
+        does not follow exactly one top-level plate along its first axis.
+    """
+    signature = program_signature(model)
+    try:
+        bound = signature.bind(*args, **dict(kwargs or {}))
+    except TypeError as error:
+        raise ModelError(f"The program cannot be called with args={_short(args)}, kwargs={_short(kwargs)}: "
+                         f"{error}. Pass the call you would give NumPyro's MCMC.run (without the key).") from None
+    bound.apply_defaults()
+    values = dict(bound.arguments)
+    for name, parameter in signature.parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise ModelError(f"The program takes *{name}; amortize needs named arguments to tell each one's role.")
+    values = {n: np.asarray(v) if isinstance(v, (list, tuple)) else v for n, v in values.items()}
+    try:
+        plates, observed, _ = _trace(model, _bind(model, values))
+    except Exception as error:
+        raise ModelError(f"The program failed when called with the given arguments: {type(error).__name__}: "
+                         f"{error}") from error
+    observed_by = {}
+    for site, value in observed.items():
+        for name, arg in values.items():
+            if arg is None or _is_size(arg) or name in observed_by.values():
+                continue
+            if arg is value or (np.shape(arg) == np.shape(value)
+                                and np.array_equal(np.asarray(arg), np.asarray(value))):
+                observed_by[site] = name
+                break
+    if data is not None:
+        data = [data] if isinstance(data, str) else list(data)
+        for site in data:
+            if site not in observed_by:
+                raise ModelError(
+                    f"data names `{site}`, but no argument of the call is observed at a site of that name "
+                    f"(sites observed through arguments: {', '.join(observed_by) or 'none'}). Pass its values "
+                    f"in the call, as `obs=` of `{site}` receives them.")
+        observed_by = {s: observed_by[s] for s in data}
+    if not observed_by:
+        raise ModelError(
+            "No argument of the call is observed at a sample site (`numpyro.sample(name, d, obs=argument)`): "
+            "pass the observed data in the call, as you would to MCMC.run.")
+    followers = _followers(model, values, plates)
+    axes: dict[str, list] = {}
+    for plate, pairs in followers.items():
+        for name, axis in pairs:
+            axes.setdefault(name, []).append((axis, plate))
+    designs = dict(covariates or {})
+    roles = {}
+    for name, value in values.items():
+        follows = axes.get(name, [])
+        site = next((s for s, a in observed_by.items() if a == name), None)
+        if site is not None:
+            roles[name] = ArgumentRole("data", tuple((a, p) for a, p in follows if a is not None), site, value=value)
+        elif _is_size(value) and follows:
+            roles[name] = ArgumentRole("size", ((0, follows[0][1]),), value=value)
+        elif follows or name in designs:
+            if len(follows) != 1 or follows[0][0] != 0 or plates and _nested(model, values, follows[0][1]):
+                where = ", ".join(f"axis {a} follows plate `{p}`" for a, p in follows) or "it follows no plate"
+                raise ModelError(
+                    f"Argument `{name}` is neither observed nor a plate size, so it is a covariate, but {where}. "
+                    f"amortize draws a covariate per instance of one top-level plate along its first axis "
+                    f"(long format: one row per instance). Pass it in that form, or make it observed data "
+                    f"(`obs={name}` at a sample site).")
+            design = designs.pop(name, None)
+            design = Resampled(np.asarray(value)) if design is None else design
+            if not isinstance(design, Distribution):
+                raise ModelError(f"covariates[{name!r}] is {type(design).__name__}; give a NumPyro distribution "
+                                 f"to draw `{name}` from during training, per instance of plate "
+                                 f"`{follows[0][1]}`.")
+            roles[name] = ArgumentRole("covariate", ((0, follows[0][1]),), name, design=design, value=value)
+        else:
+            roles[name] = ArgumentRole("fixed", value=value)
+    if designs:
+        raise ModelError(f"covariates names {', '.join(f'`{n}`' for n in designs)}, which "
+                         f"{'is' if len(designs) == 1 else 'are'} not an argument of the program that follows a "
+                         f"plate (its arguments: {', '.join(values)}).")
+    sized = [p for p in plates if p in followers]
+    adapted = AdaptedProgram(model, roles, sized)
+    _check_names(adapted, model, values)
+    return adapted
+
+
+def _nested(model, values, plate) -> bool:
+    """True when ``plate`` is opened inside another plate somewhere in the program."""
+    trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*_bind(model, values).args,
+                                                                      **_bind(model, values).kwargs)
+    return any(s["type"] == "plate" and n == plate and s["cond_indep_stack"] for n, s in trace.items())
+
+
+def _check_names(adapted: AdaptedProgram, model, values) -> None:
+    _, _, sites = _trace(model, _bind(model, values))
+    for role in adapted.roles.values():
+        if role.kind == "covariate" and role.site in sites:
+            raise ModelError(
+                f"Covariate argument `{role.site}` has the name of a site of the program; amortize records "
+                f"covariates as data sites of their argument's name. Rename the argument or the site.")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) < 80 else text[:77] + "..."
