@@ -8,7 +8,7 @@ import pytest
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 #: Pages whose examples run in seconds as written (their own training is short).
-PAGES = ["design.md"]
+PAGES = ["design.md", "from_mcmc.md"]
 
 
 def blocks(page: str) -> list[str]:
