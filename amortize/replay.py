@@ -29,7 +29,7 @@ from numpyro.primitives import Messenger
 
 from amortize.data import PaddedPosterior
 from amortize.graph import ModelGraph
-from amortize.simulate import from_canonical, to_canonical
+from amortize.simulate import from_canonical, instance_log_prob, to_canonical
 
 __all__ = [
     "MaskPadding",
@@ -113,12 +113,12 @@ def substitutes(graph: ModelGraph, latents: Mapping[str, np.ndarray], names=None
 
 
 def _site_log_prob(site_trace, site) -> jax.Array:
-    """A traced site's log density, broadcast to the site's batch shape."""
+    """A traced site's log density per instance, canonical ``(*plates,)``."""
     fn, value = site_trace["fn"], site_trace["value"]
     log_prob = fn.log_prob(value)
     if site_trace.get("scale") is not None:
         log_prob = log_prob * site_trace["scale"]
-    return jnp.broadcast_to(log_prob, jnp.shape(value)[: jnp.ndim(value) - len(site.event_shape)])
+    return instance_log_prob(log_prob, value, site)
 
 
 def _traced_on_data(graph: ModelGraph, padded: PaddedPosterior):
@@ -147,7 +147,7 @@ def log_likelihood_function(graph: ModelGraph, padded: PaddedPosterior, keep: tu
     def one(key, draw):
         trace = traced(draw, key)
         # A log density has the site's batch shape: canonical (*plates,).
-        return {n: to_canonical(_site_log_prob(trace[n], graph.sites[n]), graph.sites[n]) for n in responses}
+        return {n: _site_log_prob(trace[n], graph.sites[n]) for n in responses}
 
     return jax.jit(jax.vmap(one))
 

@@ -28,6 +28,7 @@ __all__ = [
     "Simulation",
     "to_canonical",
     "from_canonical",
+    "instance_log_prob",
     "draw_masks",
     "simulate",
     "pack_factor",
@@ -65,13 +66,37 @@ def level_shape(graph: ModelGraph, path: tuple[str, ...], sizes=None) -> tuple[i
     return tuple(sizes[p] for p in path)
 
 
+def _canonical_order(value: jax.Array, plate_axes, folded_axes, batch_ndim: int) -> jax.Array:
+    kept = list(plate_axes) + list(folded_axes)
+    other = [a for a in range(batch_ndim) if a not in kept]
+    moved = jnp.transpose(value, kept + other + list(range(batch_ndim, value.ndim)))
+    return moved.reshape(moved.shape[: len(kept)] + moved.shape[batch_ndim:])
+
+
 def to_canonical(value: jax.Array, site: Site) -> jax.Array:
-    """Program layout ``(*batch, *event)`` → canonical ``(*plates, *event)``."""
-    other = [a for a in range(site.batch_ndim) if a not in site.plate_axes]
-    order = list(site.plate_axes) + other + list(range(site.batch_ndim, value.ndim))
-    moved = jnp.transpose(value, order)
-    keep = moved.shape[: len(site.plate_axes)] + moved.shape[site.batch_ndim :]
-    return moved.reshape(keep)
+    """Program layout ``(*batch, *event)`` → canonical ``(*plates, *event)``.
+
+    Batch axes outside every plate (the site's ``folded_axes``) join the
+    event, in front of the distribution's own event dims.
+    """
+    return _canonical_order(value, site.plate_axes, site.folded_axes, site.batch_ndim)
+
+
+def instance_log_prob(log_prob: jax.Array, value: jax.Array, site: Site) -> jax.Array:
+    """A traced site's log density → one term per instance, canonical ``(*lead, *plates)``.
+
+    ``value`` is the site's value as traced (leading draw axes allowed in
+    front); the density is broadcast to its batch shape and summed over the
+    folded axes (batch axes outside every plate, which are part of the event).
+    """
+    n_event = len(site.event_shape) - len(site.folded_axes)
+    log_prob = jnp.broadcast_to(log_prob, jnp.shape(value)[: jnp.ndim(value) - n_event])
+    if not site.folded_axes:
+        return to_canonical(log_prob, site)
+    lead = log_prob.ndim - site.batch_ndim
+    log_prob = log_prob.sum(axis=tuple(lead + a for a in site.folded_axes))
+    plate_axes = [a - sum(f < a for f in site.folded_axes) for a in site.plate_axes]
+    return _canonical_order(log_prob, plate_axes, (), site.batch_ndim - len(site.folded_axes))
 
 
 def from_canonical(value: jax.Array, site: Site, event_shape: tuple[int, ...] | None = None) -> jax.Array:
@@ -81,21 +106,23 @@ def from_canonical(value: jax.Array, site: Site, event_shape: tuple[int, ...] | 
     batched substitutions. ``event_shape`` defaults to the site's; pass ``()``
     to move a per-instance array (a mask) into the site's batch layout.
     """
-    event_shape = tuple(site.event_shape if event_shape is None else event_shape)
-    n_plates = len(site.plate_axes)
-    n_event = len(event_shape)
-    n_lead = value.ndim - n_plates - n_event
+    full = event_shape is None
+    event_shape = tuple(site.event_shape if full else event_shape)
+    folded = site.folded_axes if full else ()
+    placed = list(site.plate_axes) + list(folded)  # canonical axes after the lead, in this order
+    n_event = len(event_shape) - len(folded)
+    n_lead = value.ndim - len(placed) - n_event
     lead = value.shape[:n_lead]
-    plate_sizes = value.shape[n_lead : n_lead + n_plates]
+    extents = value.shape[n_lead : n_lead + len(placed)]
     batch = [1] * site.batch_ndim
-    for axis, size in zip(site.plate_axes, plate_sizes):
+    for axis, size in zip(placed, extents):
         batch[axis] = size
-    # Put plates in the program's axis order, then insert the singleton axes.
-    order = sorted(range(n_plates), key=lambda i: site.plate_axes[i])
+    # Put plates and folded axes in the program's axis order, then insert the singleton axes.
+    order = sorted(range(len(placed)), key=lambda i: placed[i])
     perm = list(range(n_lead)) + [n_lead + i for i in order] + list(
-        range(n_lead + n_plates, value.ndim)
+        range(n_lead + len(placed), value.ndim)
     )
-    return jnp.transpose(value, perm).reshape(lead + tuple(batch) + event_shape)
+    return jnp.transpose(value, perm).reshape(lead + tuple(batch) + event_shape[len(folded):])
 
 
 def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, jax.Array]:

@@ -86,6 +86,11 @@ class Site:
     num_classes : int or None
         For a finite discrete latent (a mixture indicator): its values are the
         class indices ``0 .. num_classes - 1``. None for continuous sites and data.
+    folded_axes : tuple of int
+        Batch axes of the program's value outside every plate, of fixed size
+        (``HalfNormal(jnp.ones(2))`` without ``to_event``): treated as event
+        axes, placed in front of the distribution's own event dims in
+        ``event_shape``; their log densities are summed, as NUTS does.
     """
 
     name: str
@@ -100,6 +105,7 @@ class Site:
     dtype: object
     parents: tuple[str, ...]
     num_classes: int | None = None
+    folded_axes: tuple[int, ...] = ()
 
     @property
     def is_discrete(self) -> bool:
@@ -372,8 +378,13 @@ def _scan_parents(model, ranges, sites: dict, scanned) -> dict:
     return out
 
 
-def _site_layout(site: SiteTrace, plate_paths, plate_sizes,
-                 ordered: str | None = None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+def _site_layout(site: SiteTrace, plate_paths, plate_sizes, ordered: str | None = None,
+                 longer: SiteTrace | None = None, fixed=()) -> tuple[tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
+    """``(plates, their axes, folded axes)``: folded axes are batch axes outside every plate, of a size
+    that stays the same in the trace ``longer`` (every plate one larger), and the axes of ``fixed``
+    plates (fixed-size plates over parameters); they join the event."""
+    frames = [f for f in site.plates if f.name not in fixed]
+    site = dataclasses.replace(site, plates=tuple(frames))
     path = tuple(f.name for f in site.plates)
     if path and plate_paths[path[-1]] != path:
         expected = " > ".join(plate_paths[path[-1]])
@@ -396,14 +407,19 @@ def _site_layout(site: SiteTrace, plate_paths, plate_sizes,
         axes.append(axis)
     if site.in_scan:  # the scan's steps: the leading axis, innermost level
         path, axes = path + (ordered,), axes + [0]
+    folded = []
     for axis, extent in enumerate(site.batch_shape):
         if axis not in axes and extent != 1:
-            raise ModelError(
-                f"Site `{site.name}` has batch shape {site.batch_shape}: axis {axis} "
-                f"(size {extent}) belongs to no plate. Use `.to_event(1)` to make it "
-                f"part of the event, or wrap the site in a `numpyro.plate`."
-            )
-    return path, tuple(axes)
+            # A batch axis outside every plate (HalfNormal(jnp.ones(2)) without to_event): part of the
+            # event, as NUTS treats it, as long as its size is fixed.
+            if longer is None or longer.batch_shape[axis] != extent:
+                raise ModelError(
+                    f"Site `{site.name}` has batch shape {site.batch_shape}: axis {axis} "
+                    f"(size {extent}) belongs to no plate and its size changes with the plate sizes. "
+                    f"Wrap the site in the `numpyro.plate` whose instances that axis holds."
+                )
+            folded.append(axis)
+    return path, tuple(axes), tuple(folded)
 
 
 def build_graph(
@@ -465,8 +481,11 @@ def build_graph(
         _refuse_unamortizable(first, data)
         _warn_unpassed_arguments(model, data)
     second = _trace_with_sizes(model, {p: r[1] + 1 for p, r in ranges.items()})
+    fixed = _fixed_plates(first, second, ranges, data)
     for plate in first.plate_sizes:
         arg = size_argument(plate)
+        if plate in fixed:
+            continue
         if plate not in ranges:
             if arg not in size_args:
                 raise ModelError(
@@ -504,7 +523,7 @@ def build_graph(
             "Plate `global` clashes with the name amortize gives the factor of the "
             "global latents; rename the plate."
         )
-    plate_paths = _plate_paths(first)
+    plate_paths = {n: p for n, p in _plate_paths(first).items() if n not in fixed}
     plates = {
         name: Plate(name, first.plate_parents[name], plate_paths[name], ranges[name])
         for name in sorted(plate_paths, key=lambda n: len(plate_paths[n]))
@@ -529,7 +548,8 @@ def build_graph(
         is_data = name in data
         if not is_data and site.observed_in_program:
             continue  # a fixed observation that no data set changes: nothing to infer
-        path, axes = _site_layout(site, plate_paths, first.plate_sizes, ordered)
+        path, axes, folded = _site_layout(site, plate_paths, first.plate_sizes, ordered, second.sites.get(name),
+                                          fixed)
         where = f"plate `{path[-1]}`" if path else "the global level"
         if not is_data:
             if site.is_discrete:
@@ -561,21 +581,28 @@ def build_graph(
                     f"deterministic."
                 )
         # A discrete latent is packed as its class index: one number per instance.
+        event_shape = tuple(site.batch_shape[a] for a in folded) + site.event_shape
+        if folded and site.is_discrete and not is_data:
+            raise ModelError(
+                f"Latent site `{name}` ({site.distribution}, at {where}) is a discrete indicator with batch "
+                f"shape {site.batch_shape} outside its plates; indicators must be one per instance. Put "
+                f"the extra dimension in a plate.")
         unconstrained = () if is_data or site.is_discrete else unconstrained_event_shape(
-            site.support, site.event_shape)
+            site.support, event_shape)
         sites[name] = Site(
             name=name,
             role="data" if is_data else "latent",
             path=path,
             plate_axes=axes,
             batch_ndim=site.batch_ndim,
-            event_shape=site.event_shape,
+            event_shape=event_shape,
             unconstrained_shape=unconstrained,
             support=site.support,
             distribution=site.distribution,
             dtype=site.dtype,
             parents=tuple(first.parents.get(name, ())),
             num_classes=None if is_data else site.num_classes,
+            folded_axes=folded,
         )
     if scan:
         sites = _scan_parents(model, ranges, sites, scan[2])
@@ -598,6 +625,22 @@ def build_graph(
     _check_indicators(sites)
     return ModelGraph(model=model, sites=sites, plates=plates, data_names=data,
                       deterministics=_deterministic_sites(first, second, plate_paths))
+
+
+def _fixed_plates(first: ProgramTrace, second: ProgramTrace, ranges, data) -> dict[str, int]:
+    """Plates of a size fixed in the program that hold parameters only (a mixture's ``components``):
+    their axis is part of the event of every site inside, as NUTS sees it. A fixed plate with a data
+    site or an indicator inside, or with plates nested in it, is left to the usual errors."""
+    fixed = {}
+    for plate, size in first.plate_sizes.items():
+        if plate in ranges or second.plate_sizes.get(plate) != size:
+            continue
+        inside = [s for s in first.sites.values() if plate in (f.name for f in s.plates)]
+        nested = any(parent == plate for parent in first.plate_parents.values())
+        if inside and not nested and all(s.name not in data and not s.is_discrete and not s.in_scan
+                                         for s in inside):
+            fixed[plate] = size
+    return fixed
 
 
 def _deterministic_sites(first: ProgramTrace, second: ProgramTrace, plate_paths) -> dict[str, Site]:

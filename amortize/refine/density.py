@@ -28,7 +28,7 @@ from numpyro.distributions.transforms import biject_to
 from amortize.data import PaddedPosterior
 from amortize.graph import Factorization, ModelGraph
 from amortize.replay import masked_program, program_arguments
-from amortize.simulate import from_canonical, to_canonical
+from amortize.simulate import from_canonical, instance_log_prob
 
 __all__ = ["block_plates", "split_by_block", "log_density_terms", "log_density_function"]
 
@@ -114,8 +114,7 @@ def log_density_terms(graph: ModelGraph, factorization: Factorization, sizes: di
             log_prob = entry["fn"].log_prob(entry["value"])
             if entry.get("scale") is not None:
                 log_prob = log_prob * entry["scale"]
-            batch = jnp.shape(entry["value"])[: jnp.ndim(entry["value"]) - len(site.event_shape)]
-            terms[name] = to_canonical(jnp.broadcast_to(log_prob, batch), site) + jacobians.get(name, 0.0)
+            terms[name] = instance_log_prob(log_prob, entry["value"], site) + jacobians.get(name, 0.0)
         return terms
 
     return terms_of

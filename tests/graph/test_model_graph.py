@@ -1,12 +1,15 @@
 """Programs amortize cannot factorize get errors that name the site and the fix."""
 
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from numpyro import handlers
 
 import amortize as am
 from amortize.graph import build_graph, factorize
+from amortize.simulate import from_canonical, instance_log_prob, to_canonical
 from tests.conftest import two_level
 
 SIZES = {"group": (2, 10), "obs": (1, 5)}
@@ -117,13 +120,36 @@ def test_crossed_plates_are_rejected():
         build_graph(crossed, ["y", "x"], {"row": (1, 3), "col": (1, 3)})
 
 
-def test_batch_axis_without_plate_is_rejected():
+def test_fixed_batch_axes_and_fixed_plates_over_parameters_join_the_event():
+    """Batch axes outside every plate, and plates of fixed size over parameters only, are event
+    axes, as NUTS treats them (issue 18, item 4); their log densities are summed per instance."""
     def model(n_obs, y=None):
         mu = numpyro.sample("mu", dist.Normal(0, 1).expand([3]))
+        with numpyro.plate("components", 2):
+            loc = numpyro.sample("loc", dist.Normal(0, 1))
         with numpyro.plate("obs", n_obs):
-            numpyro.sample("y", dist.Normal(mu.sum(), 1), obs=y)
+            numpyro.sample("y", dist.Normal(mu.sum() + loc.sum(), 1), obs=y)
 
-    with pytest.raises(am.ModelError, match=r"Site `mu` has batch shape \(3,\).*\.to_event\(1\)"):
+    graph = build_graph(model, ["y"], {"obs": (1, 5)})
+    assert set(graph.plates) == {"obs"}
+    assert (graph.sites["mu"].event_shape, graph.sites["mu"].unconstrained_shape) == ((3,), (3,))
+    assert (graph.sites["loc"].path, graph.sites["loc"].event_shape) == ((), (2,))
+    trace = handlers.trace(handlers.seed(model, 0)).get_trace(n_obs=4)
+    for name in ("mu", "loc"):
+        site, value = graph.sites[name], trace[name]["value"]
+        assert np.array_equal(from_canonical(to_canonical(value, site), site), value)
+        draws = jnp.stack([value, value + 1.0])           # leading draw axis, as the density sees it
+        log_prob = trace[name]["fn"].log_prob(draws)
+        np.testing.assert_allclose(instance_log_prob(log_prob, draws, site), log_prob.sum(-1), rtol=1e-6)
+
+
+def test_batch_axis_that_grows_with_a_plate_outside_it_is_rejected():
+    def model(n_obs, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 1).expand([n_obs]))
+        with numpyro.plate("obs", n_obs):
+            numpyro.sample("y", dist.Normal(mu, 1), obs=y)
+
+    with pytest.raises(am.ModelError, match=r"Site `mu` has batch shape \(5,\).*changes with the plate sizes"):
         build_graph(model, ["y"], {"obs": (1, 5)})
 
 

@@ -141,18 +141,77 @@ def test_an_unchanged_noncentered_program_matches_nuts_on_the_same_program(nonce
     np.testing.assert_allclose(post["theta"].values,
                                post["mu"].values[..., None] + post["tau"].values[..., None] * post["theta_base"].values,
                                rtol=1e-5, atol=1e-4)
-    ess_psis = post.attrs["certificate_relative_ess"] * 4000
-    ess_nuts = 1000.0  # 4 chains x 1000 draws; at least a quarter of them effective for this posterior
-    for name in ("mu", "tau", "theta_base", "theta"):
-        a = post[name].values.reshape(4000, -1)
-        b = ref[name].values.reshape(4000, -1)
+    assert_matches_nuts(post, ref, ("mu", "tau", "theta_base", "theta"))
+
+
+def assert_matches_nuts(post, ref, names):
+    """Psis-refined draws against NUTS: means within 4 Monte Carlo standard errors of the difference,
+    sds within 4 standard errors of a sample sd (sd * sqrt((kurtosis - 1) / (4 n)))."""
+    n = post["chain"].size * post["draw"].size
+    m = ref["chain"].size * ref["draw"].size
+    ess_psis = post.attrs["certificate_relative_ess"] * n
+    ess_nuts = m / 4  # at least a quarter of NUTS's draws effective for these small, well-posed posteriors
+    for name in names:
+        a = post[name].values.reshape(n, -1)
+        b = ref[name].values.reshape(m, -1)
         sd = b.std(axis=0)
-        # Means: 4 Monte Carlo standard errors of the difference.
         assert np.all(np.abs(a.mean(axis=0) - b.mean(axis=0)) <= 4 * sd * np.sqrt(1 / ess_psis + 1 / ess_nuts)), name
-        # Sds: the standard error of a sample sd is sd * sqrt((kurtosis - 1) / (4 n)).
         kurtosis = np.mean((b - b.mean(axis=0)) ** 4, axis=0) / sd ** 4
         bound = 4 * np.sqrt((kurtosis - 1) / 4 * (1 / ess_psis + 1 / ess_nuts))
         assert np.all(np.abs(a.std(axis=0) / sd - 1) <= bound), name
+
+
+def divorce_regression(marriage=None, age=None, divorce=None):
+    """NumPyro's Bayesian regression tutorial: optional covariates, observations without a plate."""
+    a = numpyro.sample("a", dist.Normal(0.0, 0.2))
+    M, A = 0.0, 0.0
+    if marriage is not None:
+        bM = numpyro.sample("bM", dist.Normal(0.0, 0.5))
+        M = bM * marriage
+    if age is not None:
+        bA = numpyro.sample("bA", dist.Normal(0.0, 0.5))
+        A = bA * age
+    sigma = numpyro.sample("sigma", dist.Exponential(1.0))
+    numpyro.sample("obs", dist.Normal(a + M + A, sigma), obs=divorce)
+
+
+def test_a_regression_without_plates_compiles_on_its_fixed_design_and_matches_nuts():
+    """No plate: the 50 observations are one event of fixed size (item 4) and the covariates a fixed
+    design passed as in the call; both optional covariates are in the program compiled."""
+    marriage, age = RNG.normal(size=50), RNG.normal(size=50)
+    divorce = 0.3 * marriage - 0.5 * age + 0.8 * RNG.normal(size=50)
+    amortizer = am.compile(divorce_regression, kwargs=dict(marriage=marriage, age=age, divorce=divorce),
+                           sizes={}, network=SMALL)
+    assert {n: r.kind for n, r in amortizer.graph.model.roles.items()} == {
+        "marriage": "fixed", "age": "fixed", "divorce": "data"}
+    assert amortizer.graph.sites["obs"].event_shape == (50,)
+    assert str(amortizer.factorization) == "p(a, bM, bA, sigma | obs)"
+    amortizer.fit(steps=600, batch_size=64, seed=0, progress=False)
+    data = amortizer.data_of(marriage=marriage, age=age, divorce=divorce)
+    tree = amortizer.sample(data, num_samples=2000, seed=0, refine="psis")
+    reference = am.reference.nuts(amortizer, data, num_warmup=500, num_samples=500, seed=0)
+    assert_matches_nuts(tree["posterior"], reference["posterior"], ("a", "bM", "bA", "sigma"))
+
+
+def gaussian_mixture(data):
+    """NumPyro's Gaussian mixture notebook: a fixed-size ``components`` plate over the locations."""
+    weights = numpyro.sample("weights", dist.Dirichlet(0.5 * jnp.ones(2)))
+    scale = numpyro.sample("scale", dist.LogNormal(0.0, 2.0))
+    with numpyro.plate("components", 2):
+        locs = numpyro.sample("locs", dist.Normal(0.0, 10.0))
+    with numpyro.plate("data", len(data)):
+        assignment = numpyro.sample("assignment", dist.Categorical(weights))
+        numpyro.sample("obs", dist.Normal(locs[assignment], scale), obs=data)
+
+
+def test_a_mixture_with_a_fixed_components_plate_compiles_unchanged():
+    amortizer = am.compile(gaussian_mixture, args=(RNG.normal(size=60),), sizes={"data": (30, 100)})
+    assert str(amortizer.factorization) == (
+        "p(weights, scale, locs | obs) · Π_data p(assignment | weights, scale, locs, obs[data])")
+    assert amortizer.graph.sites["locs"].event_shape == (2,)
+    truth, data = amortizer.simulate({"data": 40}, seed=0)
+    assert truth["locs"].shape == (2,) and data["obs"].shape == (40,)
+    assert set(np.unique(truth["assignment"])) <= {0, 1}
 
 
 def test_an_adapted_amortizer_saves_and_loads_with_its_roles(noncentered, tmp_path):
