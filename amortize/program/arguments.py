@@ -382,6 +382,18 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
         raise ModelError(f"covariates names {', '.join(f'`{n}`' for n in designs)}, which "
                          f"{'is' if len(designs) == 1 else 'are'} not an argument of the program that follows a "
                          f"plate (its arguments: {', '.join(values)}).")
+    integer_rows = [n for n, v in values.items() if isinstance(v, np.ndarray) and v.ndim == 1
+                    and np.issubdtype(v.dtype, np.integer) and roles[n].kind == "covariate"]
+    for plate, size in plates.items():
+        indices = [n for n in integer_rows if size in (len(np.unique(values[n])), int(values[n].max()) + 1)]
+        if plate not in followers and indices:
+            integer_rows = indices
+            raise ModelError(
+                f"Plate `{plate}` (size {size} in the call) is sized by no argument the call could change, and "
+                f"{', '.join(f'`{n}`' for n in integer_rows)} look like group indices (`a[{integer_rows[0]}]`, "
+                f"`len(np.unique({integer_rows[0]}))`). Index-based grouping is not read from a call yet: "
+                f"write plate `{plate}` around a plate of its rows, sized by arguments, and pass long-format "
+                f"data with index= (docs/from_mcmc.md).")
     sized = [p for p in plates if p in followers]
     adapted = AdaptedProgram(model, roles, sized)
     _check_names(adapted, model, values)

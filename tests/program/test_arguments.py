@@ -268,3 +268,30 @@ def test_unclear_calls_are_refused_with_the_argument_and_the_fix(noncentered):
         conventional.data_of(8, SIGMA, y=Y)
     with pytest.raises(am.ModelError, match="do not fit the program"):
         noncentered.data_of(8, SIGMA, Y, 4)
+
+
+def test_index_based_grouping_is_refused_not_compiled_wrong():
+    """``a[county_idx]`` over a plate of rows (NumPyro's radon and lung-function tutorials) is not read as
+    groups yet (issue 18, item 3): both ways of sizing the groups get an error that names the fix."""
+    county_idx = np.repeat(np.arange(10), 5)
+    y = RNG.normal(size=50)
+
+    def sized_by_unique(county_idx, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("county", len(np.unique(county_idx))):
+            a = numpyro.sample("a", dist.Normal(mu, 1))
+        with numpyro.plate("data", len(county_idx)):
+            numpyro.sample("obs", dist.Normal(a[county_idx], 1), obs=y)
+
+    def sized_by_argument(county_idx, n_counties, y=None):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("county", n_counties):
+            a = numpyro.sample("a", dist.Normal(mu, 1))
+        with numpyro.plate("data", len(county_idx)):
+            numpyro.sample("obs", dist.Normal(a[county_idx], 1), obs=y)
+
+    sizes = {"county": (5, 20), "data": (20, 100)}
+    with pytest.raises(am.ModelError, match="`county_idx` look like group indices.*index="):
+        am.compile(sized_by_unique, args=(county_idx,), kwargs={"y": y}, sizes=sizes)
+    with pytest.raises(am.ModelError, match=r"couples the instances of plate `county`.*`a\[idx\]`.*index="):
+        am.compile(sized_by_argument, args=(county_idx, 10), kwargs={"y": y}, sizes=sizes)
