@@ -14,11 +14,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-import jax
 import jax.numpy as jnp
 from numpyro import handlers
 
 from amortize.errors import ModelError, ModelWarning
+from amortize.graph.dependence import output_dependencies
 from amortize.program.trace import (
     ProgramTrace,
     SiteTrace,
@@ -348,31 +348,33 @@ def _scan_parents(model, ranges, sites: dict, scanned) -> dict:
     NumPyro's provenance tracking sees a scan's carry as one value, so it
     reports every site of the scan as depending on every latent that enters
     the carry (a covariate drawn from a fixed design would look like a
-    response). The gradient of each scanned site's log density with respect
-    to every latent, at one draw from the prior, tells instead: a latent the
-    density does not depend on has gradient 0.
+    response). The data flow of each scanned site's log density, read from
+    its jaxpr with the scan's carry iterated to a fixed point
+    (:mod:`amortize.graph.dependence`), tells instead; being structural, it
+    cannot be fooled by a ``where``, ``clip`` or ReLU whose gradient happens
+    to vanish at one draw.
     """
     # At least four steps and instances: the first steps of a series often
     # follow their own start distribution, which depends on no latent.
     kwargs = {size_argument(p): max(high, 4) for p, (_, high) in ranges.items()}
-    # Discrete latents have no gradient: they keep the parents NumPyro reports.
-    latents = [n for n, s in sites.items() if s.role == "latent" and not s.is_discrete]
+    # Discrete latents keep the parents NumPyro reports.
+    latents = sorted(n for n, s in sites.items() if s.role == "latent" and not s.is_discrete)
     prior = handlers.trace(handlers.seed(model, 0)).get_trace(**kwargs)
     data = {n: prior[n]["value"] for n in scanned if n in sites and sites[n].role == "data"}
     # Latent states along the scan (a Markov indicator) are held at their prior draw.
     states = {n: prior[n]["value"] for n in scanned if n not in data}
+    targets = sorted(n for n in scanned if n in sites)
 
     def log_densities(values):
         run = handlers.trace(handlers.substitute(handlers.seed(model, 1), data={**values, **states}))
         trace = run.get_trace(**kwargs, **data)
-        return {n: jnp.sum(trace[n]["fn"].log_prob(trace[n]["value"])) for n in scanned}
+        return {n: jnp.sum(trace[n]["fn"].log_prob(trace[n]["value"])) for n in targets}
 
-    gradients = jax.jacrev(log_densities)({n: prior[n]["value"] for n in latents})
+    # Leaves of a dict are in sorted-key order: inputs `latents`, outputs `targets`.
+    dependencies = output_dependencies(log_densities, {n: prior[n]["value"] for n in latents})
     out = dict(sites)
-    for name in scanned:
-        if name not in sites:
-            continue
-        used = {n for n in latents if bool(jnp.any(gradients[name][n] != 0))}
+    for name, inputs in zip(targets, dependencies):
+        used = {latents[i] for i in inputs}
         parents = tuple(p for p in sites[name].parents if p not in latents or p in used)
         out[name] = dataclasses.replace(sites[name], parents=parents)
     return out

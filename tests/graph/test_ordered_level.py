@@ -72,3 +72,27 @@ def test_covariates_inside_a_scan_are_told_from_responses():
     assert covariate_names(graph) == ("u", "w") and response_names(graph) == ("y",)
     assert set(graph.sites["y"].parents) >= set(air_traffic.LOCAL)
     assert not set(graph.sites["u"].parents) & set(graph.latent_names)
+
+
+def test_a_dependence_through_a_relu_at_zero_gradient_is_kept():
+    """The prior puts `shift` near -5, where max(shift, 0) has zero gradient: a gradient test at a prior
+    draw (the analysis before issue 20, item 5) dropped `shift` from y's parents, so y looked like a
+    covariate (no latent parent) and was conditioned on, not inferred. The jaxpr's data flow keeps it."""
+    from numpyro.contrib.control_flow import scan as numpyro_scan
+    from amortize.replay import covariate_names
+
+    def relu_series(n_time, y=None, x=None):
+        shift = numpyro.sample("shift", dist.Normal(-5.0, 0.1))
+
+        def step(previous, observed):
+            x_t, y_t = observed if observed is not None else (None, None)
+            x_t = numpyro.sample("x", dist.Normal(0.5 * previous[0], 1.0), obs=x_t)
+            y_t = numpyro.sample("y", dist.Normal(x_t + jnp.maximum(shift, 0.0), 1.0), obs=y_t)
+            return (x_t, y_t), None
+
+        numpyro_scan(step, (0.0, 0.0), (x, y) if y is not None else None, length=n_time)
+
+    graph = build_graph(relu_series, ["x", "y"], {"time": (3, 6)})
+    assert "shift" in graph.sites["y"].parents
+    assert "shift" not in graph.sites["x"].parents       # the covariate's own chain stays free of it
+    assert covariate_names(graph) == ("x",)
