@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amortize.graph.model_graph import ModelGraph
+from amortize.graph.sites import ModelGraph
 
 __all__ = ["Factor", "Factorization", "factorize"]
 

@@ -1,24 +1,22 @@
-"""``ModelGraph``: the sites, levels, parents and supports of a program.
+"""Building a program's :class:`~amortize.graph.sites.ModelGraph` from two traces, and checking it.
 
-Levels are plates. They must nest as a tree (each plate inside at most one
-other); a site lives at the level of its innermost plate, or at the root (the
-global level) when it is in no plate.
+The program is traced at the largest trained sizes and once more with every
+plate one larger (what follows an argument, what is fixed); each site gets
+its level, the axes of its plates and its event; the checks of
+:mod:`amortize.graph.checks` and the scan analysis of
+:mod:`amortize.graph.scan` run on the way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
-import warnings
-from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-import jax.numpy as jnp
-from numpyro import handlers
-
-from amortize.errors import ModelError, ModelWarning
-from amortize.graph.dependence import output_dependencies
+from amortize.errors import ModelError
+from amortize.graph.checks import check_indicators, check_sizes, refuse_unamortizable, warn_unpassed_arguments
+from amortize.graph.scan import scan_level, scan_parents
+from amortize.graph.sites import ModelGraph, Plate, Site
 from amortize.program.trace import (
     ProgramTrace,
     SiteTrace,
@@ -29,260 +27,6 @@ from amortize.program.trace import (
 )
 
 __all__ = ["Plate", "Site", "ModelGraph", "build_graph", "graph_for", "resolve_graph"]
-
-
-@dataclass(frozen=True)
-class Plate:
-    """One level of the model.
-
-    Attributes
-    ----------
-    name : str
-        Plate name; also the ArviZ dimension name.
-    parent : str or None
-        Enclosing plate (None for a top-level plate).
-    path : tuple of str
-        Plates from the outermost down to this one (inclusive).
-    size_range : (int, int)
-        Training range ``(min, max)`` of the number of instances per parent instance.
-    ordered : bool
-        True for an ordered (time) level: the steps of a
-        ``numpyro.contrib.control_flow.scan`` whose length is the model
-        argument ``n_<name>``. Its instances are steps, not exchangeable
-        members of a set, and a shorter series is the start of a longer one.
-    """
-
-    name: str
-    parent: str | None
-    path: tuple[str, ...]
-    size_range: tuple[int, int]
-    ordered: bool = False
-
-    @property
-    def depth(self) -> int:
-        return len(self.path)
-
-
-@dataclass(frozen=True)
-class Site:
-    """A latent or data site with everything needed to pack and unpack it.
-
-    Attributes
-    ----------
-    name : str
-    role : {"latent", "data"}
-    path : tuple of str
-        Enclosing plates, outermost first (the site's level is ``path[-1]``).
-    plate_axes : tuple of int
-        For each plate of ``path``, the axis of the program's value that holds it.
-    batch_ndim : int
-        Number of batch dims of the program's value.
-    event_shape : tuple of int
-    unconstrained_shape : tuple of int
-        Event shape after ``biject_to(support).inv`` (latents only).
-    support : Constraint
-    distribution : str
-    parents : tuple of str
-    num_classes : int or None
-        For a finite discrete latent (a mixture indicator): its values are the
-        class indices ``0 .. num_classes - 1``. None for continuous sites and data.
-    folded_axes : tuple of int
-        Batch axes of the program's value outside every plate, of fixed size
-        (``HalfNormal(jnp.ones(2))`` without ``to_event``): treated as event
-        axes, placed in front of the distribution's own event dims in
-        ``event_shape``; their log densities are summed, as NUTS does.
-    """
-
-    name: str
-    role: str
-    path: tuple[str, ...]
-    plate_axes: tuple[int, ...]
-    batch_ndim: int
-    event_shape: tuple[int, ...]
-    unconstrained_shape: tuple[int, ...]
-    support: object
-    distribution: str
-    dtype: object
-    parents: tuple[str, ...]
-    num_classes: int | None = None
-    folded_axes: tuple[int, ...] = ()
-
-    @property
-    def is_discrete(self) -> bool:
-        return self.num_classes is not None
-
-    @property
-    def level(self) -> str | None:
-        return self.path[-1] if self.path else None
-
-    @property
-    def event_size(self) -> int:
-        return math.prod(self.event_shape)
-
-    @property
-    def unconstrained_size(self) -> int:
-        return math.prod(self.unconstrained_shape)
-
-    def describe_level(self) -> str:
-        return f"plate `{self.level}`" if self.path else "the global level"
-
-
-@dataclass(frozen=True)
-class ModelGraph:
-    """The program as amortize sees it.
-
-    Attributes
-    ----------
-    model : callable
-        The NumPyro program.
-    sites : dict of str to Site
-        Latent and data sites, in program order.
-    plates : dict of str to Plate
-        Plates, parents before children.
-    data_names : tuple of str
-        Data sites, in the order the user gave them.
-    has_training_ranges : bool
-        False for a graph built only to run the program on data (NUTS,
-        diagnostics; :func:`graph_for`): its plate ranges are placeholders, so
-        data are not checked against them.
-    deterministics : dict of str to Site
-        ``numpyro.deterministic`` sites (also those a ``reparam`` handler
-        creates) whose values lie in the plates' layout: computed from every
-        posterior draw and returned with the posterior, as NumPyro's
-        ``MCMC.get_samples`` does. Role ``"deterministic"``; not in ``sites``.
-    """
-
-    model: Callable
-    sites: dict[str, Site]
-    plates: dict[str, Plate]
-    data_names: tuple[str, ...]
-    has_training_ranges: bool = True
-    deterministics: dict = dataclasses.field(default_factory=dict)
-
-    def layout(self, name: str) -> Site:
-        """The :class:`Site` of a sample or deterministic site (plates, axes, event shape)."""
-        return self.sites[name] if name in self.sites else self.deterministics[name]
-
-    @property
-    def latent_names(self) -> tuple[str, ...]:
-        return tuple(n for n, s in self.sites.items() if s.role == "latent")
-
-    def children(self, plate: str | None) -> tuple[str, ...]:
-        """Plates directly inside ``plate`` (``None``: the top-level plates)."""
-        return tuple(p.name for p in self.plates.values() if p.parent == plate)
-
-    def sites_at(self, plate: str | None, role: str) -> tuple[str, ...]:
-        """Sites of ``role`` whose innermost plate is ``plate`` (``None``: global)."""
-        return tuple(
-            n for n, s in self.sites.items() if s.role == role and s.level == plate
-        )
-
-    @property
-    def local_continuous_latents(self) -> tuple[str, ...]:
-        """Continuous latent sites inside a plate: those with pooling factors (indicators have none)."""
-        return tuple(n for n, s in self.sites.items() if s.role == "latent" and s.path and not s.is_discrete)
-
-    @property
-    def size_ranges(self) -> dict[str, tuple[int, int]]:
-        """Training range ``(min, max)`` of every plate's size."""
-        return {name: p.size_range for name, p in self.plates.items()}
-
-    @property
-    def ordered_level(self) -> Plate | None:
-        """The ordered (time) level a ``scan`` forms, or None (at most one per program)."""
-        return next((p for p in self.plates.values() if p.ordered), None)
-
-    def max_sizes(self) -> dict[str, int]:
-        return {name: p.size_range[1] for name, p in self.plates.items()}
-
-    def program_kwargs(self, sizes: Mapping[str, int]) -> dict[str, int]:
-        """Keyword arguments that run the program with the given plate sizes."""
-        return {size_argument(p): int(n) for p, n in sizes.items()}
-
-    def fingerprint(self) -> dict:
-        """A JSON-able summary used to check a saved amortizer matches its program."""
-        return {
-            "sites": {
-                n: {
-                    "role": s.role,
-                    "path": list(s.path),
-                    "event_shape": list(s.event_shape),
-                    "distribution": s.distribution,
-                    "support": str(s.support),
-                }
-                for n, s in self.sites.items()
-            },
-            "plates": {n: [p.parent, list(p.size_range)] + (["ordered"] if p.ordered else [])
-                       for n, p in self.plates.items()},
-            "data": list(self.data_names),
-        }
-
-
-def _check_sizes(sizes: Mapping[str, object]) -> dict[str, tuple[int, int]]:
-    checked = {}
-    for plate, value in sizes.items():
-        if isinstance(value, int):
-            value = (value, value)
-        try:
-            low, high = (int(v) for v in value)
-        except (TypeError, ValueError):
-            raise ModelError(
-                f"sizes[{plate!r}] is {value!r}; give a (min, max) pair of integers, "
-                f"e.g. sizes={{{plate!r}: (2, 50)}}."
-            ) from None
-        if not 1 <= low <= high:
-            raise ModelError(
-                f"sizes[{plate!r}] = ({low}, {high}) is not a valid range; "
-                f"need 1 <= min <= max."
-            )
-        checked[plate] = (low, high)
-    return checked
-
-
-def _refuse_unamortizable(trace: ProgramTrace, data: tuple[str, ...]) -> None:
-    """Loud errors for what a program can say but simulation-based training cannot honour."""
-    if trace.factors:
-        names = ", ".join(f"`{n}`" for n in trace.factors)
-        raise ModelError(
-            f"numpyro.factor site(s) {names} add a term to the program's log density with no generative "
-            f"story. amortize learns from simulations of the program, and a factor cannot be simulated: "
-            f"training would ignore it and the posterior would be wrong. Write the term as the distribution "
-            f"of a data site (`numpyro.sample(name, distribution, obs=...)`), or sample this program with "
-            f"NUTS (`amortize.reference.nuts`).")
-    for name in trace.masked_observations():
-        raise ModelError(
-            f"Site `{name}` is written with obs_mask=. amortize simulates whole data sets and conditions on "
-            f"every value of a data site, so the mask would do nothing. Drop obs_mask and pass the observed "
-            f"values only (ragged sizes carry groups of different sizes).")
-    for plate, (size, subsample) in trace.subsampled.items():
-        raise ModelError(
-            f"Plate `{plate}` subsamples (subsample_size={subsample} of {size}). amortize simulates and "
-            f"conditions on whole data sets, so a subsample would train on, and infer from, part of each. "
-            f"Remove subsample_size.")
-    for name, site in trace.sites.items():
-        if site.observed_in_program and name not in data:
-            raise ModelError(
-                f"Site `{name}` is observed inside the program (obs= a fixed value, not an argument): every "
-                f"simulated data set would hold that same value, so nothing could be learned from it. Take it "
-                f"as an argument (`{name}=None` … `obs={name}`) and name it in data=[..., '{name}'], or make "
-                f"it latent.")
-
-
-def _warn_unpassed_arguments(model, data: tuple[str, ...]) -> None:
-    """ModelWarning for program arguments that are neither plate sizes nor data sites."""
-    _, others = model_size_arguments(model)
-    unpassed = [a for a in others if a not in data]
-    if not unpassed:
-        return
-    defaults = inspect.signature(model).parameters
-    listed = ", ".join(f"`{a}` (default {defaults[a].default!r})" for a in unpassed)
-    warnings.warn(
-        f"Program argument(s) {listed} are neither a plate size nor a data site (data={list(data)}): amortize "
-        f"never passes them, so every simulation and every posterior uses the default. If one is observed "
-        f"data or a covariate, observe it at a sample site of its name (`numpyro.sample('{unpassed[0]}', "
-        f"distribution, obs={unpassed[0]})`) and add it to data=; if the program's structure depends on it "
-        f"(`if {unpassed[0]} is not None`), the program compiled is the one with the default.",
-        ModelWarning, stacklevel=4)
 
 
 def _trace_with_sizes(model, sizes):
@@ -301,83 +45,6 @@ def _plate_paths(trace: ProgramTrace) -> dict[str, tuple[str, ...]]:
     for name in trace.plate_parents:
         path_of(name)
     return paths
-
-
-def _scan_level(first: ProgramTrace, second: ProgramTrace, ranges: Mapping[str, tuple[int, int]]):
-    """The ordered level a program's ``scan`` forms, or None.
-
-    Returns ``(level name, enclosing plates outermost first, scanned site names)``.
-
-    A scan's sites carry its steps on a leading axis. Its length must be a
-    model argument ``n_<level>`` with a training range (and no plate of that
-    name): the level whose size moves the leading axis from the first trace
-    (sizes at their maxima) to the second (maxima + 1) is the scan's.
-    """
-    scanned = [n for n, s in first.sites.items() if s.in_scan]
-    if not scanned:
-        return None
-    lengths = {(first.sites[n].batch_shape[:1], second.sites[n].batch_shape[:1]) for n in scanned}
-    stacks = {tuple(f.name for f in first.sites[n].plates) for n in scanned}
-    names = ", ".join(f"`{n}`" for n in scanned)
-    if len(lengths) > 1 or len(stacks) > 1:
-        raise ModelError(
-            f"Sites {names} are inside `scan`s of different lengths or plates. amortize "
-            f"reads one `numpyro.contrib.control_flow.scan` per program as its ordered "
-            f"(time) level; put every step's sites in one scan inside the same plates."
-        )
-    (length, longer), = lengths
-    candidates = [p for p, (_, high) in ranges.items()
-                  if p not in first.plate_sizes and length == (high,) and longer == (high + 1,)]
-    if len(candidates) != 1:
-        free = [p for p in ranges if p not in first.plate_sizes]
-        raise ModelError(
-            f"Sites {names} are inside a `numpyro.contrib.control_flow.scan` of length "
-            f"{length[0] if length else '?'}. amortize reads a scan as an ordered (time) level "
-            f"whose number of steps is a model argument: write "
-            f"`scan(step, init, xs, length=n_time)` (all the steps, the first included) "
-            f"and give sizes={{'time': (min, max)}}"
-            + (f"; sizes= names {', '.join(f'`{p}`' for p in free)}, but the scan's length "
-               f"does not follow `n_{free[0]}`." if free else ".")
-        )
-    return candidates[0], next(iter(stacks)), scanned
-
-
-def _scan_parents(model, ranges, sites: dict, scanned) -> dict:
-    """Sites inside a scan with the latents their density really depends on.
-
-    NumPyro's provenance tracking sees a scan's carry as one value, so it
-    reports every site of the scan as depending on every latent that enters
-    the carry (a covariate drawn from a fixed design would look like a
-    response). The data flow of each scanned site's log density, read from
-    its jaxpr with the scan's carry iterated to a fixed point
-    (:mod:`amortize.graph.dependence`), tells instead; being structural, it
-    cannot be fooled by a ``where``, ``clip`` or ReLU whose gradient happens
-    to vanish at one draw.
-    """
-    # At least four steps and instances: the first steps of a series often
-    # follow their own start distribution, which depends on no latent.
-    kwargs = {size_argument(p): max(high, 4) for p, (_, high) in ranges.items()}
-    # Discrete latents keep the parents NumPyro reports.
-    latents = sorted(n for n, s in sites.items() if s.role == "latent" and not s.is_discrete)
-    prior = handlers.trace(handlers.seed(model, 0)).get_trace(**kwargs)
-    data = {n: prior[n]["value"] for n in scanned if n in sites and sites[n].role == "data"}
-    # Latent states along the scan (a Markov indicator) are held at their prior draw.
-    states = {n: prior[n]["value"] for n in scanned if n not in data}
-    targets = sorted(n for n in scanned if n in sites)
-
-    def log_densities(values):
-        run = handlers.trace(handlers.substitute(handlers.seed(model, 1), data={**values, **states}))
-        trace = run.get_trace(**kwargs, **data)
-        return {n: jnp.sum(trace[n]["fn"].log_prob(trace[n]["value"])) for n in targets}
-
-    # Leaves of a dict are in sorted-key order: inputs `latents`, outputs `targets`.
-    dependencies = output_dependencies(log_densities, {n: prior[n]["value"] for n in latents})
-    out = dict(sites)
-    for name, inputs in zip(targets, dependencies):
-        used = {latents[i] for i in inputs}
-        parents = tuple(p for p in sites[name].parents if p not in latents or p in used)
-        out[name] = dataclasses.replace(sites[name], parents=parents)
-    return out
 
 
 def _site_layout(site: SiteTrace, plate_paths, plate_sizes, ordered: str | None = None,
@@ -461,7 +128,7 @@ def build_graph(
     if not data:
         raise ModelError("data=[] names no data site; pass the observed sites, e.g. data=['y'].")
     size_args, _ = model_size_arguments(model)
-    ranges = _check_sizes(sizes)
+    ranges = check_sizes(sizes)
     for plate in ranges:
         if size_argument(plate) not in size_args:
             raise ModelError(
@@ -480,8 +147,8 @@ def build_graph(
             )
     first = _trace_with_sizes(model, {p: r[1] for p, r in ranges.items()})
     if amortized:
-        _refuse_unamortizable(first, data)
-        _warn_unpassed_arguments(model, data)
+        refuse_unamortizable(first, data)
+        warn_unpassed_arguments(model, data)
     second = _trace_with_sizes(model, {p: r[1] + 1 for p, r in ranges.items()})
     fixed = _fixed_plates(first, second, ranges, data)
     for plate in first.plate_sizes:
@@ -505,7 +172,7 @@ def build_graph(
                 f"(it had size {first.plate_sizes[plate]} when `{arg}`={ranges[plate][1]}). "
                 f"Write `numpyro.plate('{plate}', {arg})`."
             )
-    scan = _scan_level(first, second, ranges)
+    scan = scan_level(first, second, ranges)
     ordered = scan[0] if scan else None
     for plate in ranges:
         if plate not in first.plate_sizes and plate != ordered:
@@ -607,7 +274,7 @@ def build_graph(
             folded_axes=folded,
         )
     if scan:
-        sites = _scan_parents(model, ranges, sites, scan[2])
+        sites = scan_parents(model, ranges, sites, scan[2])
     for name, site in sites.items():
         for parent in site.parents:
             if parent not in sites:
@@ -627,7 +294,7 @@ def build_graph(
                 )
     if not any(s.role == "latent" for s in sites.values()):
         raise ModelError("The program has no latent sites: there is nothing to infer.")
-    _check_indicators(sites)
+    check_indicators(sites)
     return ModelGraph(model=model, sites=sites, plates=plates, data_names=data,
                       deterministics=_deterministic_sites(first, second, plate_paths))
 
@@ -677,26 +344,6 @@ def _deterministic_sites(first: ProgramTrace, second: ProgramTrace, plate_paths)
                              distribution="Deterministic", dtype=dtype, parents=())
             break
     return out
-
-
-def _check_indicators(sites: Mapping[str, Site]) -> None:
-    """What the classifier factors support: one indicator per level, no continuous latents below one."""
-    indicators = [s for s in sites.values() if s.role == "latent" and s.is_discrete]
-    for site in indicators:
-        same_level = [s.name for s in indicators if s.path == site.path]
-        if len(same_level) > 1:
-            raise ModelError(
-                f"Latent sites {', '.join(f'`{n}`' for n in same_level)} are discrete indicators at "
-                f"the same level ({site.describe_level()}); amortize infers one indicator per level. "
-                f"Combine them into one Categorical over their joint classes.")
-        below = [s.name for s in sites.values() if s.role == "latent" and not s.is_discrete
-                 and len(s.path) > len(site.path) and s.path[: len(site.path)] == site.path]
-        if below:
-            raise ModelError(
-                f"Continuous latent site `{below[0]}` lives in a plate inside the level of the discrete "
-                f"indicator `{site.name}` ({site.describe_level()}); amortize infers indicators after "
-                f"the continuous latents of their own and enclosing levels only. Move `{below[0]}` up "
-                f"to the level of `{site.name}` or marginalize `{site.name}` out.")
 
 
 def graph_for(model: Callable, data: Sequence[str]) -> ModelGraph:
