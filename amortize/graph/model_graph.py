@@ -288,9 +288,9 @@ def build_graph(
                     f"couples the instances of plate `{extra[0]}`, so the posterior does "
                     f"not factorize over them. Move `{name}` inside plate `{extra[0]}` or "
                     f"drop its dependence on `{parent}`. (Rows that pick their group's parameter "
-                    f"through an index, `{parent}[idx]`, are not read as groups yet: write plate "
-                    f"`{extra[0]}` around a plate of its rows and pass long-format data with "
-                    f"index=, see docs/from_mcmc.md.)"
+                    f"through an index, `{parent}[idx]`, are read as groups when the program is "
+                    f"compiled from a call, `compile(model, args=..., kwargs=...)`, with the index an "
+                    f"integer argument numbering the groups 0 .. K-1; see docs/from_mcmc.md.)"
                 )
     if not any(s.role == "latent" for s in sites.values()):
         raise ModelError("The program has no latent sites: there is nothing to infer.")

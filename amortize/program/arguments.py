@@ -30,6 +30,8 @@ changes no posterior).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
@@ -40,7 +42,7 @@ import numpy as np
 import numpyro
 from numpyro import handlers
 from numpyro.distributions import Distribution, constraints
-from numpyro.primitives import Messenger
+from numpyro.primitives import CondIndepStackFrame, Messenger
 
 from amortize.errors import ModelError
 
@@ -80,7 +82,7 @@ class ArgumentRole:
 
     Attributes
     ----------
-    kind : {"size", "data", "covariate", "fixed"}
+    kind : {"size", "data", "covariate", "index", "fixed"}
     plates : tuple of (axis, plate)
         For arrays, the axes that hold the instances of a plate; for a size,
         ``((0, plate),)``.
@@ -107,6 +109,8 @@ class ArgumentRole:
             return f"data of site `{self.site}` ({where})" if where else f"data of site `{self.site}`"
         if self.kind == "covariate":
             return f"covariate ({where}; design {type(self.design).__name__})"
+        if self.kind == "index":
+            return f"group index of the rows ({where})"
         return "fixed (passed as in the call)"
 
 
@@ -131,6 +135,80 @@ class _Release(Messenger):
             msg["is_observed"] = False
 
 
+class _Grouped(Distribution):
+    """A distribution over ``n_group * n_rows`` rows (its only batch axis) seen as ``(n_group, n_rows)``."""
+
+    def __init__(self, base, n_group: int, n_rows: int):
+        self.base, self.n_group, self.n_rows = base, n_group, n_rows
+        super().__init__(batch_shape=(n_group, n_rows), event_shape=base.event_shape)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    @property
+    def has_enumerate_support(self):
+        return self.base.has_enumerate_support
+
+    def sample(self, key, sample_shape=()):
+        value = self.base.sample(key, sample_shape)
+        lead = value.shape[: len(sample_shape)]
+        return value.reshape(lead + self.batch_shape + self.event_shape)
+
+    def log_prob(self, value):
+        flat = value.reshape(value.shape[: value.ndim - len(self.event_shape) - 2] + (-1,) + self.event_shape)
+        log_prob = self.base.log_prob(flat)
+        return log_prob.reshape(log_prob.shape[:-1] + self.batch_shape)
+
+    @property
+    def mean(self):
+        return self.base.mean.reshape(self.batch_shape + self.event_shape)
+
+    @property
+    def variance(self):
+        return self.base.variance.reshape(self.batch_shape + self.event_shape)
+
+
+class _Regroup(Messenger):
+    """Rows of plate ``rows`` that an index groups into plate ``group`` become the nested plates
+    ``group > rows``: the program writes ``n_group * n_rows`` rows in long format, group by group; its
+    sites in ``rows`` are seen (traced, substituted, masked) as ``(n_group, n_rows)``."""
+
+    def __init__(self, fn, rows: str, group: str, n_group: int, n_rows: int):
+        self.rows, self.group, self.n_group, self.n_rows = rows, group, n_group, n_rows
+        super().__init__(fn)
+
+    def process_message(self, msg):
+        stack = msg.get("cond_indep_stack") or []
+        if msg["type"] == "plate" and msg["name"] == self.rows:
+            # Traced as the rows of one group, inside the group plate; the program's own plate gets its
+            # long-format indices back in postprocess_message (after the trace has recorded these).
+            msg["args"] = (self.n_rows,) + tuple(msg["args"][1:])
+            msg["value"] = jnp.arange(self.n_rows)
+            msg["cond_indep_stack"] = list(stack) + [CondIndepStackFrame(self.group, -2, self.n_group)]
+            return
+        if msg["type"] != "sample" or self.rows not in [f.name for f in stack]:
+            return
+        if len(stack) != 1 or tuple(msg["fn"].batch_shape) != (self.n_group * self.n_rows,):
+            raise ModelError(
+                f"Site `{msg['name']}` is inside plate `{self.rows}` (rows grouped by plate `{self.group}`) with "
+                f"batch shape {tuple(msg['fn'].batch_shape)}; amortize regroups rows when `{self.rows}` is the "
+                f"site's only plate, at dim -1.")
+        msg["fn"] = _Grouped(msg["fn"], self.n_group, self.n_rows)
+        # Innermost first, as plates append themselves.
+        msg["cond_indep_stack"] = [CondIndepStackFrame(self.rows, -1, self.n_rows),
+                                   CondIndepStackFrame(self.group, -2, self.n_group)]
+        if msg["value"] is not None:
+            value = jnp.asarray(msg["value"])
+            msg["value"] = value.reshape(value.shape[:-1 - len(msg["fn"].event_shape)]
+                                         + (self.n_group, self.n_rows) + tuple(msg["fn"].event_shape))
+
+
+    def postprocess_message(self, msg):
+        if msg["type"] == "plate" and msg["name"] == self.rows:
+            msg["value"] = jnp.arange(self.n_group * self.n_rows)
+
+
 class AdaptedProgram:
     """The user's program in amortize's calling convention; its body is not changed.
 
@@ -147,10 +225,12 @@ class AdaptedProgram:
         The plates whose sizes arguments carry, in program order.
     """
 
-    def __init__(self, model: Callable, roles: Mapping[str, ArgumentRole], plates: Sequence[str]):
+    def __init__(self, model: Callable, roles: Mapping[str, ArgumentRole], plates: Sequence[str],
+                 groups: Mapping[str, tuple[str, str]] | None = None):
         self.model = model
         self.roles = dict(roles)
         self.plates = tuple(plates)
+        self.groups = dict(groups or {})
         parameters = [inspect.Parameter(f"n_{p}", inspect.Parameter.KEYWORD_ONLY) for p in self.plates]
         parameters += [inspect.Parameter(r.site, inspect.Parameter.KEYWORD_ONLY, default=None)
                        for r in self.roles.values() if r.kind in ("data", "covariate")]
@@ -168,7 +248,7 @@ class AdaptedProgram:
 
     def with_model(self, model: Callable) -> "AdaptedProgram":
         """The same roles around another function (a program reloaded from its module)."""
-        return AdaptedProgram(model, self.roles, self.plates)
+        return AdaptedProgram(model, self.roles, self.plates, self.groups)
 
     def data_of(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The data set of one call of the program: ``{site: values}`` for its data and covariates.
@@ -191,6 +271,10 @@ class AdaptedProgram:
                 if value is None:
                     raise ModelError(f"Argument `{name}` ({role.describe()}) is None in this call; pass its values.")
                 out[role.site] = np.asarray(value)
+                rows = role.plates[0][1] if role.plates else None
+                if rows in self.groups:  # long-format rows → one array per group, groups in index order
+                    index = np.asarray(bound.arguments[self.groups[rows][1]])
+                    out[role.site] = [out[role.site][index == g] for g in range(int(index.max()) + 1)]
         return out
 
     def __repr__(self) -> str:
@@ -199,28 +283,42 @@ class AdaptedProgram:
 
     def __call__(self, **kwargs):
         sizes = {p: int(kwargs[f"n_{p}"]) for p in self.plates}
+        # Rows grouped by an index: the program sees n_group * n_rows rows in long format, group by group.
+        rows = {r: sizes[g] * sizes[r] for r, (g, _) in self.groups.items()}
         values, release = {}, []
         for name, role in self.roles.items():
             given = kwargs.get(role.site) if role.site else None
+            plate = role.plates[0][1] if role.plates else None
             if role.kind == "size":
-                values[name] = sizes[role.plates[0][1]]
+                values[name] = rows.get(plate, sizes[plate])
+            elif role.kind == "index":
+                group = self.groups[plate][0]
+                values[name] = np.repeat(np.arange(sizes[group]), sizes[plate]).astype(np.result_type(role.value))
             elif role.kind == "covariate":
-                (_, plate), = role.plates
-                with numpyro.plate(plate, sizes[plate]):
+                with contextlib.ExitStack() as stack:
+                    if plate in self.groups:
+                        stack.enter_context(numpyro.plate(self.groups[plate][0], sizes[self.groups[plate][0]], dim=-2))
+                    stack.enter_context(numpyro.plate(plate, sizes[plate], dim=-1))
                     value = numpyro.sample(role.site, role.design, obs=given)
                 # In the call's dtype: counts stay integers when data arrive as floats.
-                values[name] = jnp.asarray(value).astype(jax.dtypes.canonicalize_dtype(np.result_type(role.value)))
+                value = jnp.asarray(value).astype(jax.dtypes.canonicalize_dtype(np.result_type(role.value)))
+                values[name] = value.reshape((rows[plate],) + value.shape[2:]) if plate in rows else value
             elif role.kind == "data" and given is None:
                 shape = list(np.shape(role.value))
-                for axis, plate in role.plates:
-                    shape[axis] = sizes[plate]
+                for axis, follows in role.plates:
+                    shape[axis] = rows.get(follows, sizes[follows])
                 values[name] = jnp.zeros(shape, jnp.result_type(role.value))
                 release.append(role.site)
             elif role.kind == "data":
-                values[name] = given
+                given = jnp.asarray(given)
+                values[name] = given.reshape((rows[plate],) + given.shape[2:]) if plate in rows else given
             else:
                 values[name] = role.value
-        model = _Release(self.model, release) if release else self.model
+        model = self.model
+        if release:
+            model = _Release(model, release)
+        for rows_plate, (group, _) in self.groups.items():
+            model = _Regroup(model, rows_plate, group, sizes[group], sizes[rows_plate])
         bound = _bind(self.model, values)
         return model(*bound.args, **bound.kwargs)
 
@@ -382,22 +480,47 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
         raise ModelError(f"covariates names {', '.join(f'`{n}`' for n in designs)}, which "
                          f"{'is' if len(designs) == 1 else 'are'} not an argument of the program that follows a "
                          f"plate (its arguments: {', '.join(values)}).")
-    integer_rows = [n for n, v in values.items() if isinstance(v, np.ndarray) and v.ndim == 1
-                    and np.issubdtype(v.dtype, np.integer) and roles[n].kind == "covariate"]
-    for plate, size in plates.items():
-        indices = [n for n in integer_rows if size in (len(np.unique(values[n])), int(values[n].max()) + 1)]
-        if plate not in followers and indices:
-            integer_rows = indices
-            raise ModelError(
-                f"Plate `{plate}` (size {size} in the call) is sized by no argument the call could change, and "
-                f"{', '.join(f'`{n}`' for n in integer_rows)} look like group indices (`a[{integer_rows[0]}]`, "
-                f"`len(np.unique({integer_rows[0]}))`). Index-based grouping is not read from a call yet: "
-                f"write plate `{plate}` around a plate of its rows, sized by arguments, and pass long-format "
-                f"data with index= (docs/from_mcmc.md).")
-    sized = [p for p in plates if p in followers]
-    adapted = AdaptedProgram(model, roles, sized)
+    groups = _index_groups(values, roles, plates)
+    for rows, (group, index) in groups.items():
+        roles[index] = dataclasses.replace(roles[index], kind="index", site=None, design=None)
+    sized = [p for p in plates if p in followers or any(g == p for g, _ in groups.values())]
+    adapted = AdaptedProgram(model, roles, sized, groups)
     _check_names(adapted, model, values)
     return adapted
+
+
+def _index_groups(values, roles, plates) -> dict[str, tuple[str, str]]:
+    """Rows that pick their group's parameters through an integer index (``a[county_idx]``, the long
+    format of NumPyro's radon and lung-function tutorials): ``{rows plate: (group plate, index argument)}``.
+
+    An index is an integer covariate of a rows plate whose values number the instances of another plate:
+    its largest value + 1, or its count of distinct values, is that plate's size in the call.
+    """
+    groups = {}
+    for name, role in roles.items():
+        value = values[name]
+        if role.kind != "covariate" or np.ndim(value) != 1 or not np.issubdtype(np.asarray(value).dtype, np.integer):
+            continue
+        rows = role.plates[0][1]
+        counts = {len(np.unique(value)), int(np.max(value)) + 1}
+        matches = [p for p, size in plates.items() if p != rows and size in counts]
+        if len(matches) > 1:
+            raise ModelError(
+                f"Argument `{name}` looks like a group index for plate `{rows}`, but plates "
+                f"{', '.join(f'`{p}`' for p in matches)} all have its number of groups; rename or resize them "
+                f"so that one plate has {max(counts)} instances.")
+        if matches:
+            if rows in groups:
+                raise ModelError(
+                    f"Arguments `{groups[rows][1]}` and `{name}` both group the rows of plate `{rows}`; amortize "
+                    f"reads one grouping per rows plate (nested groups: nest the plates, `n_<plate>` sizes).")
+            if np.min(value) < 0 or len(np.unique(value)) != int(np.max(value)) + 1:
+                raise ModelError(
+                    f"Argument `{name}` groups the rows of plate `{rows}` into plate `{matches[0]}`, but its values "
+                    f"are not 0 .. {int(np.max(value))} with every group present; recode it (np.unique(..., "
+                    f"return_inverse=True)) so that every group has a row.")
+            groups[rows] = (matches[0], name)
+    return groups
 
 
 def _nested(model, values, plate) -> bool:
