@@ -341,6 +341,17 @@ def _trace(model, bound: inspect.BoundArguments):
     return run()
 
 
+def _uses_scan(model, values) -> bool:
+    """True when a sample site of the program runs inside ``numpyro.contrib.control_flow.scan``."""
+    as_jax = {n: jnp.asarray(v) if isinstance(v, np.ndarray) else v for n, v in values.items()}
+    bound = _bind(model, as_jax)
+    try:
+        trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*bound.args, **bound.kwargs)
+    except Exception:  # the program's own failure is reported by the trace that follows
+        return False
+    return any("_scan_current_index" in (s.get("infer") or {}) for s in trace.values() if s["type"] == "sample")
+
+
 def _lengthened(value, axis: int):
     value = np.asarray(value)
     last = np.take(value, [-1], axis=axis)
@@ -418,6 +429,15 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise ModelError(f"The program takes *{name}; amortize needs named arguments to tell each one's role.")
     values = {n: np.asarray(v) if isinstance(v, (list, tuple)) else v for n, v in values.items()}
+    if _uses_scan(model, values):
+        # scan runs its body under handlers.block(): the handlers that simulate observed arguments and
+        # regroup rows would not reach the sites inside it, and the simulations would be wrong.
+        raise ModelError(
+            "The program uses numpyro.contrib.control_flow.scan; scan programs are not read from a call yet. "
+            "Write it in amortize's convention: the series' length as an argument `n_<level>` "
+            "(scan(..., length=n_time)), the observed series as an argument named after its site passed as "
+            "the scan's xs (`y=None` ... `obs=y_t`), and compile(model, data=[...], sizes={'time': (min, "
+            "max)}); see docs/mixtures.md.")
     try:
         plates, observed, _ = _trace(model, _bind(model, values))
     except Exception as error:

@@ -375,3 +375,27 @@ def test_group_indices_that_skip_a_group_are_refused():
     gaps = np.where(COUNTY >= 5, COUNTY + 1, COUNTY)           # county 5 has no row
     with pytest.raises(am.ModelError, match="not 0 .. 12 with every group present"):
         am.compile(radon_long, args=(gaps, FLOOR), kwargs={"y": RADON}, sizes={"county": (5, 20), "house": (1, 10)})
+
+
+def test_scan_programs_from_a_call_are_refused_with_the_convention_to_use():
+    """scan runs its body under handlers.block(), out of reach of the handlers that simulate observed
+    arguments: compiled from a call, NumPyro's AR(2) example would train on its placeholders. Refused,
+    naming amortize's convention for series (issue 18, item 7 is open)."""
+    from numpyro.contrib.control_flow import scan
+
+    def ar2_scan(y):
+        alpha_1 = numpyro.sample("alpha_1", dist.Normal(0, 1))
+        alpha_2 = numpyro.sample("alpha_2", dist.Normal(0, 1))
+        const = numpyro.sample("const", dist.Normal(0, 1))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(1))
+
+        def transition(carry, _):
+            y_prev, y_prev_prev = carry
+            y_t = numpyro.sample("y", dist.Normal(const + alpha_1 * y_prev + alpha_2 * y_prev_prev, sigma))
+            return (y_t, y_prev), None
+
+        with numpyro.handlers.condition(data={"y": y[2:]}):
+            scan(transition, (y[1], y[0]), jnp.arange(y.shape[0] - 2))
+
+    with pytest.raises(am.ModelError, match=r"scan programs are not read from a call yet.*n_<level>.*obs=y_t"):
+        am.compile(ar2_scan, args=(RNG.normal(size=30),), sizes={"time": (10, 40)})
