@@ -5,14 +5,18 @@ documentation (named in its docstring), written here, and is compiled with
 arguments to ``compile`` only: its body is never changed.
 """
 
+import dataclasses
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-import jax.numpy as jnp
 import pytest
 from numpyro.infer.reparam import TransformReparam
 
 import amortize as am
+from tests.conftest import SHARED_DATA
 
 SMALL = am.NetworkConfig(summary_width=32, flow_hidden=32, flow_layers=2)
 Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
@@ -399,3 +403,33 @@ def test_scan_programs_from_a_call_are_refused_with_the_convention_to_use():
 
     with pytest.raises(am.ModelError, match=r"scan programs are not read from a call yet.*n_<level>.*obs=y_t"):
         am.compile(ar2_scan, args=(RNG.normal(size=30),), sizes={"time": (10, 40)})
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "radon").is_dir(), reason="shared radon data not present (../shared/data/radon)")
+def test_the_radon_tutorial_program_on_minnesotas_rows_has_numpyros_own_likelihood():
+    """Real data, no training: the radon tutorial's program, compiled unchanged from Minnesota's 919 rows,
+    regrouped into 85 padded counties, scores the data exactly as NumPyro scores the long-format program."""
+    from numpyro.infer.util import log_likelihood
+
+    from amortize.data import padded_from_prepared, prepare_data
+    from amortize.models import radon
+    from amortize.replay import pointwise_log_likelihood
+
+    rows, index = radon.load(SHARED_DATA / "radon")
+    _, county_idx = np.unique(index["county"], return_inverse=True)
+    floor, log_radon = rows["floor"].astype(int), rows["log_radon"]
+    amortizer = am.compile(radon_long, args=(county_idx, floor), kwargs={"y": log_radon},
+                           sizes={"county": (40, 90), "house": (1, 120)})
+    data = amortizer.data_of(county_idx, floor, y=log_radon)
+    assert len(data["obs"]) == 85 and sum(len(r) for r in data["obs"]) == 919
+    graph = amortizer.graph
+    padded = padded_from_prepared(prepare_data(graph, data), graph)
+    params = {"mu_a": np.array([1.3]), "sigma_a": np.array([0.3]), "b": np.array([-0.7]),
+              "sigma_y": np.array([0.75]), "a": RNG.normal(1.3, 0.3, (1, 85))}
+    padded = dataclasses.replace(padded, latents={n: params[n] for n in graph.latent_names})
+    ours = pointwise_log_likelihood(graph, padded, jax.random.key(0))["obs"][0]
+    theirs = log_likelihood(radon_long, params, county_idx, floor, y=log_radon)["obs"][0]
+    mask = padded.masks["house"]
+    assert np.isclose(float(np.sum(np.where(mask, ours, 0.0))), float(np.sum(theirs)), rtol=1e-5)
+    # Row by row: each house's term sits at its county and rank.
+    np.testing.assert_allclose(np.sort(np.asarray(ours)[mask]), np.sort(np.asarray(theirs)), rtol=1e-5, atol=1e-5)
