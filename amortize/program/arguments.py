@@ -341,6 +341,49 @@ def _trace(model, bound: inspect.BoundArguments):
     return run()
 
 
+def _check_data_only_observed(model, values, observed_by: Mapping[str, str]) -> None:
+    """Refuse a data argument whose values the program also uses elsewhere (``Normal(y.mean(), 1)``).
+
+    amortize simulates the data sites, and the program sees placeholders for their arguments while it
+    does; a program that reads them for anything but ``obs=`` would train on a different model than it
+    is applied to. Test: with every latent held at one draw, changing the argument's values may change
+    its own site's density only.
+    """
+    reference = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*_bind(model, values).args,
+                                                                           **_bind(model, values).kwargs)
+    latents = {n: s["value"] for n, s in reference.items() if s["type"] == "sample" and not s["is_observed"]}
+
+    def densities(call_values):
+        bound = _bind(model, call_values)
+        trace = handlers.trace(handlers.substitute(handlers.seed(model, rng_seed=0), data=latents)).get_trace(
+            *bound.args, **bound.kwargs)
+        return {n: s for n, s in trace.items() if s["type"] == "sample"}
+
+    for site, name in observed_by.items():
+        value = np.asarray(values[name])
+        if not np.issubdtype(value.dtype, np.floating):
+            continue  # counts and classes: a shifted copy would leave the support
+        before = densities(values)
+        after = densities({**values, name: _shifted(value)})
+        for other, entry in before.items():
+            point = entry["value"] if other != site else before[site]["value"]
+            if other not in after:
+                continue
+            if not np.allclose(np.asarray(entry["fn"].log_prob(point)), np.asarray(after[other]["fn"].log_prob(point)),
+                               rtol=1e-5, atol=1e-6, equal_nan=True):
+                raise ModelError(
+                    f"Argument `{name}` is observed at site `{site}`, but the program also uses its values "
+                    f"elsewhere (the density of `{other}` changes with them). amortize simulates `{site}` during "
+                    f"training, so the program would learn from a different model than the one it is applied "
+                    f"to. Compute what the program takes from the data outside it and pass it as an argument "
+                    f"(fixed), or sample this program with NUTS (`am.reference.nuts`).")
+
+
+def _shifted(value):
+    value = np.asarray(value)
+    return value + 1 if np.issubdtype(value.dtype, np.integer) else value * 1.5 + 1.0
+
+
 def _uses_scan(model, values) -> bool:
     """True when a sample site of the program runs inside ``numpyro.contrib.control_flow.scan``."""
     as_jax = {n: jnp.asarray(v) if isinstance(v, np.ndarray) else v for n, v in values.items()}
@@ -445,13 +488,17 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
                          f"{error}") from error
     observed_by = {}
     for site, value in observed.items():
-        for name, arg in values.items():
-            if arg is None or _is_size(arg) or name in observed_by.values():
-                continue
-            if arg is value or (np.shape(arg) == np.shape(value)
-                                and np.array_equal(np.asarray(arg), np.asarray(value))):
-                observed_by[site] = name
-                break
+        free = [n for n, a in values.items() if a is not None and not _is_size(a) and n not in observed_by.values()]
+        # The argument object itself first; equal values (a copy made by the program) only after.
+        same = [n for n in free if values[n] is value] or [
+            n for n in free if np.shape(values[n]) == np.shape(value)
+            and np.array_equal(np.asarray(values[n]), np.asarray(value))]
+        if len(same) > 1:  # equal values in several arguments: the one whose change moves the site's value
+            same = [n for n in same if not np.array_equal(
+                np.asarray(_trace(model, _bind(model, {**values, n: _shifted(values[n])}))[1].get(site, value)),
+                np.asarray(value))] or same
+        if same:
+            observed_by[site] = same[0]
     if data is not None:
         data = [data] if isinstance(data, str) else list(data)
         for site in data:
@@ -465,6 +512,7 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
         raise ModelError(
             "No argument of the call is observed at a sample site (`numpyro.sample(name, d, obs=argument)`): "
             "pass the observed data in the call, as you would to MCMC.run.")
+    _check_data_only_observed(model, values, observed_by)
     followers = _followers(model, values, plates)
     axes: dict[str, list] = {}
     for plate, pairs in followers.items():

@@ -433,3 +433,15 @@ def test_the_radon_tutorial_program_on_minnesotas_rows_has_numpyros_own_likeliho
     assert np.isclose(float(np.sum(np.where(mask, ours, 0.0))), float(np.sum(theirs)), rtol=1e-5)
     # Row by row: each house's term sits at its county and rank.
     np.testing.assert_allclose(np.sort(np.asarray(ours)[mask]), np.sort(np.asarray(theirs)), rtol=1e-5, atol=1e-5)
+
+
+def test_a_program_that_reads_its_data_beyond_obs_is_refused():
+    """A prior centred at the data's mean uses the observed values outside `obs=`: simulating the data
+    would train on another model than the one applied to the real data, silently. Refused."""
+    def centred_on_data(y):
+        mu = numpyro.sample("mu", dist.Normal(jnp.mean(y), 1.0))
+        with numpyro.plate("N", len(y)):
+            numpyro.sample("obs", dist.Normal(mu, 1.0), obs=y)
+
+    with pytest.raises(am.ModelError, match="`y` is observed at site `obs`, but the program also uses its values"):
+        am.compile(centred_on_data, args=(RNG.normal(size=20),), sizes={"N": (10, 30)})
