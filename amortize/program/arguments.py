@@ -332,25 +332,28 @@ def _bind(model, values: Mapping[str, Any]) -> inspect.BoundArguments:
     return signature.bind(*args, **kwargs)
 
 
-def _trace(model, bound: inspect.BoundArguments):
-    def run():
-        trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*bound.args, **bound.kwargs)
-        plates = {n: int(s["args"][0]) for n, s in trace.items() if s["type"] == "plate"}
-        observed = {n: s["value"] for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]}
-        return plates, observed, tuple(n for n, s in trace.items() if s["type"] in ("sample", "deterministic"))
-    return run()
+def _call_trace(model, values: Mapping[str, Any]):
+    """One seeded run of the program on the argument values ``values``: its NumPyro trace."""
+    bound = _bind(model, values)
+    return handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*bound.args, **bound.kwargs)
 
 
-def _check_data_only_observed(model, values, observed_by: Mapping[str, str]) -> None:
+def _plates(trace) -> dict[str, int]:
+    return {n: int(s["args"][0]) for n, s in trace.items() if s["type"] == "plate"}
+
+
+def _observed(trace) -> dict[str, Any]:
+    return {n: s["value"] for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]}
+
+
+def _check_data_only_observed(model, values, observed_by: Mapping[str, str], reference) -> None:
     """Refuse a data argument whose values the program also uses elsewhere (``Normal(y.mean(), 1)``).
 
     amortize simulates the data sites, and the program sees placeholders for their arguments while it
     does; a program that reads them for anything but ``obs=`` would train on a different model than it
     is applied to. Test: with every latent held at one draw, changing the argument's values may change
-    its own site's density only.
+    its own site's density only. ``reference`` is the trace of the call itself.
     """
-    reference = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*_bind(model, values).args,
-                                                                           **_bind(model, values).kwargs)
     latents = {n: s["value"] for n, s in reference.items() if s["type"] == "sample" and not s["is_observed"]}
 
     def densities(call_values):
@@ -359,16 +362,16 @@ def _check_data_only_observed(model, values, observed_by: Mapping[str, str]) -> 
             *bound.args, **bound.kwargs)
         return {n: s for n, s in trace.items() if s["type"] == "sample"}
 
+    before = densities(values)
     for site, name in observed_by.items():
         value = np.asarray(values[name])
         if not np.issubdtype(value.dtype, np.floating):
             continue  # counts and classes: a shifted copy would leave the support
-        before = densities(values)
         after = densities({**values, name: _shifted(value)})
         for other, entry in before.items():
-            point = entry["value"] if other != site else before[site]["value"]
             if other not in after:
                 continue
+            point = entry["value"]  # the call's value, also for the data site itself
             if not np.allclose(np.asarray(entry["fn"].log_prob(point)), np.asarray(after[other]["fn"].log_prob(point)),
                                rtol=1e-5, atol=1e-6, equal_nan=True):
                 raise ModelError(
@@ -386,10 +389,8 @@ def _shifted(value):
 
 def _uses_scan(model, values) -> bool:
     """True when a sample site of the program runs inside ``numpyro.contrib.control_flow.scan``."""
-    as_jax = {n: jnp.asarray(v) if isinstance(v, np.ndarray) else v for n, v in values.items()}
-    bound = _bind(model, as_jax)
-    try:
-        trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*bound.args, **bound.kwargs)
+    try:  # with JAX arrays: a scan slices its xs with a traced index, which NumPy arrays refuse
+        trace = _call_trace(model, {n: jnp.asarray(v) if isinstance(v, np.ndarray) else v for n, v in values.items()})
     except Exception:  # the program's own failure is reported by the trace that follows
         return False
     return any("_scan_current_index" in (s.get("infer") or {}) for s in trace.values() if s["type"] == "sample")
@@ -424,7 +425,7 @@ def _followers(model, values: Mapping[str, Any], plates: Mapping[str, int]) -> d
             if not candidates:
                 continue
             try:
-                changed, _, _ = _trace(model, _bind(model, _perturbed(values, candidates)))
+                changed = _plates(_call_trace(model, _perturbed(values, candidates)))
             except Exception:  # a lengthened argument the program cannot take: not this set
                 continue
             expected = {p: s + (p == plate) for p, s in plates.items()}
@@ -482,10 +483,11 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
             "the scan's xs (`y=None` ... `obs=y_t`), and compile(model, data=[...], sizes={'time': (min, "
             "max)}); see docs/mixtures.md.")
     try:
-        plates, observed, _ = _trace(model, _bind(model, values))
+        trace = _call_trace(model, values)
     except Exception as error:
         raise ModelError(f"The program failed when called with the given arguments: {type(error).__name__}: "
                          f"{error}") from error
+    plates, observed = _plates(trace), _observed(trace)
     observed_by = {}
     for site, value in observed.items():
         free = [n for n, a in values.items() if a is not None and not _is_size(a) and n not in observed_by.values()]
@@ -495,7 +497,7 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
             and np.array_equal(np.asarray(values[n]), np.asarray(value))]
         if len(same) > 1:  # equal values in several arguments: the one whose change moves the site's value
             same = [n for n in same if not np.array_equal(
-                np.asarray(_trace(model, _bind(model, {**values, n: _shifted(values[n])}))[1].get(site, value)),
+                np.asarray(_observed(_call_trace(model, {**values, n: _shifted(values[n])})).get(site, value)),
                 np.asarray(value))] or same
         if same:
             observed_by[site] = same[0]
@@ -512,7 +514,7 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
         raise ModelError(
             "No argument of the call is observed at a sample site (`numpyro.sample(name, d, obs=argument)`): "
             "pass the observed data in the call, as you would to MCMC.run.")
-    _check_data_only_observed(model, values, observed_by)
+    _check_data_only_observed(model, values, observed_by, trace)
     followers = _followers(model, values, plates)
     axes: dict[str, list] = {}
     for plate, pairs in followers.items():
@@ -528,7 +530,7 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
         elif _is_size(value) and follows:
             roles[name] = ArgumentRole("size", ((0, follows[0][1]),), value=value)
         elif follows or name in designs:
-            if len(follows) != 1 or follows[0][0] != 0 or plates and _nested(model, values, follows[0][1]):
+            if len(follows) != 1 or follows[0][0] != 0 or plates and _nested(trace, follows[0][1]):
                 where = ", ".join(f"axis {a} follows plate `{p}`" for a, p in follows) or "it follows no plate"
                 raise ModelError(
                     f"Argument `{name}` is neither observed nor a plate size, so it is a covariate, but {where}. "
@@ -553,7 +555,7 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
         roles[index] = dataclasses.replace(roles[index], kind="index", site=None, design=None)
     sized = [p for p in plates if p in followers or any(g == p for g, _ in groups.values())]
     adapted = AdaptedProgram(model, roles, sized, groups)
-    _check_names(adapted, model, values)
+    _check_names(adapted, trace)
     return adapted
 
 
@@ -591,15 +593,13 @@ def _index_groups(values, roles, plates) -> dict[str, tuple[str, str]]:
     return groups
 
 
-def _nested(model, values, plate) -> bool:
-    """True when ``plate`` is opened inside another plate somewhere in the program."""
-    trace = handlers.trace(handlers.seed(model, rng_seed=0)).get_trace(*_bind(model, values).args,
-                                                                      **_bind(model, values).kwargs)
+def _nested(trace, plate) -> bool:
+    """True when ``plate`` is opened inside another plate somewhere in the program's ``trace``."""
     return any(s["type"] == "plate" and n == plate and s["cond_indep_stack"] for n, s in trace.items())
 
 
-def _check_names(adapted: AdaptedProgram, model, values) -> None:
-    _, _, sites = _trace(model, _bind(model, values))
+def _check_names(adapted: AdaptedProgram, trace) -> None:
+    sites = {n for n, s in trace.items() if s["type"] in ("sample", "deterministic")}
     for role in adapted.roles.values():
         if role.kind == "covariate" and role.site in sites:
             raise ModelError(
