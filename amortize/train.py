@@ -63,6 +63,13 @@ class TrainConfig:
     max_consecutive_nonfinite : int
         Training stops with :class:`TrainingError` after this many skipped
         updates in a row.
+    max_data_deviation : float
+        A simulated data set with a value farther than this many robust
+        units (half the pilot's 16–84% range) from the pilot's median is left
+        out of the loss, like one with a non-finite value, and counted in the
+        history's ``invalid``: float32 networks cannot learn from it (an
+        explosive autoregression's prior draws reach 1e30), and one such data
+        set made whole steps non-finite. ``inf`` keeps every finite one.
     optimizer : callable or None
         ``learning_rate -> optax.GradientTransformation`` to replace Adam(W),
         e.g. ``optax.lion``. It is called with learning rate 1; the training
@@ -79,6 +86,7 @@ class TrainConfig:
     pilot_size: int = 1024
     steps_per_call: int = 25
     max_consecutive_nonfinite: int = 20
+    max_data_deviation: float = 1e6
     optimizer: Callable | None = None
 
     def __post_init__(self):
@@ -217,6 +225,23 @@ def set_standardization(net: AmortizerNetwork, spec: NetworkSpec, pilot: Simulat
         net.latent_scale[factor.name] = Standardization(jnp.asarray(scale))
 
 
+def _within_range(net: AmortizerNetwork, spec: NetworkSpec, sim: Simulation, bound: float) -> Simulation:
+    """``sim`` with data sets farther than ``bound`` robust units from the pilot's median marked invalid
+    (see ``TrainConfig.max_data_deviation``) and their data zeroed; ``net``'s standardization must be set."""
+    if not np.isfinite(bound):
+        return sim
+    valid = sim.valid
+    paths = {n: lv.path for lv in spec.levels for n, _ in lv.data} | {n: () for n, _ in spec.root_data}
+    for name, path in paths.items():
+        value = sim.data[name]
+        inside = jnp.abs(value - net.data_loc[name][...]) < bound * net.data_scale[name][...]
+        if path:
+            inside |= ~sim.masks[path[-1]][..., None]
+        valid &= inside.reshape(valid.shape[0], -1).all(axis=1)
+    data = {n: jnp.where(valid.reshape((-1,) + (1,) * (v.ndim - 1)), v, 0.0) for n, v in sim.data.items()}
+    return sim._replace(data=data, valid=valid)
+
+
 def _negative_log_posterior(net: AmortizerNetwork, spec: NetworkSpec, sim: Simulation):
     """Mean over valid simulations of -log q(latents | data), in total and per factor."""
     per_factor = log_prob(net, spec, sim.latents, sim.data, sim.masks)
@@ -281,10 +306,12 @@ def fit_network(
         extra, extra_parts = extra_loss(network, sim, key, fraction)
         return value + extra, parts | extra_parts
 
+    host = simulator or chunked_simulator(graph, factorization, design=design, design_share=design_share)
     return optimize(
         net, loss,
-        lambda k, n: simulate(k, graph, factorization, n, design, design_share),
-        simulator or chunked_simulator(graph, factorization, design=design, design_share=design_share),
+        lambda k, n: _within_range(net, spec, simulate(k, graph, factorization, n, design, design_share),
+                                   config.max_data_deviation),
+        lambda k, n: _within_range(net, spec, host(k, n), config.max_data_deviation),
         key=key, steps=steps,
         batch_size=batch_size, config=config, time_limit=time_limit,
         simulation_budget=simulation_budget, progress=progress, on_validation=on_validation)
