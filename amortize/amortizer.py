@@ -6,6 +6,7 @@ Everything stochastic takes an explicit seed; the pure pieces live in
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from typing import Any, Callable, Mapping, Sequence
@@ -540,7 +541,8 @@ def compile(model: Callable, data: Sequence[str] | None = None, sizes: Mapping[s
         Training range of each plate's size (per enclosing instance for
         nested plates). At inference the sizes come from the data.
     network : NetworkConfig, optional
-        Network kinds and sizes.
+        Network kinds and sizes. From a call whose series starts from p values
+        of its own (an AR(p) ``scan``), ``ordered_window`` is raised to p + 1.
     args, kwargs : optional
         One call of the program with real data.
     covariates : mapping of argument → Distribution, optional
@@ -587,8 +589,14 @@ def compile(model: Callable, data: Sequence[str] | None = None, sizes: Mapping[s
     p(mu, tau | obs, sigma) · Π_J p(theta | mu, tau, obs[J], sigma[J])
     """
     if args is not None or kwargs is not None:
-        program = adapt(model, args or (), kwargs, covariates=covariates, data=data)
+        program = adapt(model, args or (), kwargs, covariates=covariates, data=data, sizes=sizes)
         model, data = program, list(program.data_sites + program.covariate_sites)
+        order = max((r.start for r in program.roles.values()), default=0)
+        network = network or NetworkConfig()
+        if order and network.ordered_window < order + 1:
+            # A series the program starts from `order` values of its own is an AR(order): each step's
+            # likelihood spans order + 1 steps, and the embedding's window must see them.
+            network = dataclasses.replace(network, ordered_window=order + 1)
     elif covariates is not None:
         raise ModelError("covariates= describes arguments of a call; pass the call too (args=..., kwargs=...).")
     if data is None:

@@ -21,6 +21,14 @@ the call a NumPyro user makes anyway (``mcmc.run(key, J, sigma, y=y)``):
   values of the call);
 * anything else is passed as it was in the call.
 
+A ``numpyro.contrib.control_flow.scan`` forms an ordered level (named by the
+one key of ``compile``'s ``sizes`` that is not a plate): its length follows
+the arguments whose lengthening adds a step; its sites are simulated inside
+the scan (the program's own ``handlers.condition`` of them is lifted there);
+a site that observes a transform of an argument (``y[2:]``) is conditioned on
+directly, and values of the argument before the observed ones (an AR(p)'s
+start values) become the covariate ``<site>_start``.
+
 :class:`AdaptedProgram` is the program in amortize's calling convention —
 keyword ``n_<plate>`` sizes, data and covariates by site name, ``None`` to
 simulate — wrapping the unchanged function. Covariates become data sites of
@@ -93,6 +101,18 @@ class ArgumentRole:
     value : object
         The value in the call the roles were read from (shape and dtype of
         data placeholders; the value of a ``fixed`` argument).
+    start : int
+        Data of a series only: the number of values the argument holds before
+        the site's first step, along its first axis, that the program reads as
+        start values (an AR(2)'s ``init = (y[1], y[0])`` with ``y[2:]``
+        observed). They are the covariate site ``<site>_start``, drawn during
+        training from ``start_design``.
+    start_design : Distribution or None
+        Default: windows of ``start`` consecutive values of the call's series.
+    conditioned : bool
+        Data only: the site observes a transform of the argument (a slice, a
+        transpose, ``handlers.condition``), not the argument itself; amortize
+        then conditions the site on its values directly.
     """
 
     kind: str
@@ -100,13 +120,21 @@ class ArgumentRole:
     site: str | None = None
     design: Any = None
     value: Any = None
+    start: int = 0
+    start_design: Any = None
+    conditioned: bool = False
+
+    @property
+    def start_site(self) -> str | None:
+        return f"{self.site}_start" if self.start else None
 
     def describe(self) -> str:
         where = ", ".join(f"axis {a} ↔ plate `{p}`" for a, p in self.plates)
         if self.kind == "size":
             return f"size of plate `{self.plates[0][1]}`"
         if self.kind == "data":
-            return f"data of site `{self.site}` ({where})" if where else f"data of site `{self.site}`"
+            start = f"; its first {self.start} values are the start values `{self.start_site}`" if self.start else ""
+            return f"data of site `{self.site}` ({where}{start})" if where else f"data of site `{self.site}`"
         if self.kind == "covariate":
             return f"covariate ({where}; design {type(self.design).__name__})"
         if self.kind == "index":
@@ -123,16 +151,35 @@ def program_signature(model: Callable) -> inspect.Signature:
 
 
 class _Release(Messenger):
-    """Turn the named observed sites back into sampled ones (their data are placeholders)."""
+    """Turn the named observed sites back into sampled ones (their data are placeholders).
+
+    Also inside ``scan``, which runs its body under ``handlers.block()``: the
+    body is wrapped in the same handler, and the program's own
+    ``handlers.condition`` of the sites (carried into the scan on its message)
+    is dropped. Sites a scan has already run are left as it drew them.
+    """
 
     def __init__(self, fn, names):
         self.names = frozenset(names)
         super().__init__(fn)
 
     def process_message(self, msg):
-        if msg["type"] == "sample" and msg["name"] in self.names:
+        if msg["type"] == "control_flow":
+            body, *rest = msg["args"]
+            msg["args"] = (_Release(body, self.names), *rest)
+            stack = msg["kwargs"]["substitute_stack"]
+            stack[:] = [(kind, _without(subs, self.names)) if kind == "condition" else (kind, subs)
+                        for kind, subs in stack]
+        elif msg["type"] == "sample" and msg["name"] in self.names and not msg.get("_control_flow_done"):
             msg["value"] = None
             msg["is_observed"] = False
+
+
+def _without(condition, names):
+    """A ``handlers.condition`` map (dict or function of the site) that leaves ``names`` alone."""
+    if isinstance(condition, Mapping):
+        return {n: v for n, v in condition.items() if n not in names}
+    return lambda site: None if site["name"] in names else condition(site)
 
 
 class _Grouped(Distribution):
@@ -232,8 +279,8 @@ class AdaptedProgram:
         self.plates = tuple(plates)
         self.groups = dict(groups or {})
         parameters = [inspect.Parameter(f"n_{p}", inspect.Parameter.KEYWORD_ONLY) for p in self.plates]
-        parameters += [inspect.Parameter(r.site, inspect.Parameter.KEYWORD_ONLY, default=None)
-                       for r in self.roles.values() if r.kind in ("data", "covariate")]
+        parameters += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None)
+                       for n in self.data_sites + self.covariate_sites]
         self.__signature__ = inspect.Signature(parameters)
         self.__name__ = getattr(model, "__name__", type(model).__name__)
         self.__doc__ = getattr(model, "__doc__", None)
@@ -244,7 +291,9 @@ class AdaptedProgram:
 
     @property
     def covariate_sites(self) -> tuple[str, ...]:
-        return tuple(r.site for r in self.roles.values() if r.kind == "covariate")
+        """Covariate arguments and the start values of series (``<site>_start``)."""
+        return (tuple(r.site for r in self.roles.values() if r.kind == "covariate")
+                + tuple(r.start_site for r in self.roles.values() if r.start))
 
     def with_model(self, model: Callable) -> "AdaptedProgram":
         """The same roles around another function (a program reloaded from its module)."""
@@ -265,12 +314,19 @@ class AdaptedProgram:
             raise ModelError(f"These arguments do not fit the program `{self.__name__}{signature}`: {error}.") from None
         bound.apply_defaults()
         out = {}
+        observed = None
         for name, role in self.roles.items():
             if role.kind in ("data", "covariate"):
                 value = bound.arguments.get(name)
                 if value is None:
                     raise ModelError(f"Argument `{name}` ({role.describe()}) is None in this call; pass its values.")
                 out[role.site] = np.asarray(value)
+                if role.conditioned:  # what the site observes of the argument: read from the call itself
+                    if observed is None:
+                        observed = _observed(_call_trace(self.model, _as_jax(bound.arguments)))
+                    out[role.site] = np.asarray(observed[role.site])
+                if role.start:
+                    out[role.start_site] = np.take(np.asarray(value), np.arange(role.start), axis=0)
                 rows = role.plates[0][1] if role.plates else None
                 if rows in self.groups:  # long-format rows → one array per group, groups in index order
                     index = np.asarray(bound.arguments[self.groups[rows][1]])
@@ -285,7 +341,7 @@ class AdaptedProgram:
         sizes = {p: int(kwargs[f"n_{p}"]) for p in self.plates}
         # Rows grouped by an index: the program sees n_group * n_rows rows in long format, group by group.
         rows = {r: sizes[g] * sizes[r] for r, (g, _) in self.groups.items()}
-        values, release = {}, []
+        values, release, condition = {}, [], {}
         for name, role in self.roles.items():
             given = kwargs.get(role.site) if role.site else None
             plate = role.plates[0][1] if role.plates else None
@@ -303,12 +359,20 @@ class AdaptedProgram:
                 # In the call's dtype: counts stay integers when data arrive as floats.
                 value = jnp.asarray(value).astype(jax.dtypes.canonicalize_dtype(np.result_type(role.value)))
                 values[name] = value.reshape((rows[plate],) + value.shape[2:]) if plate in rows else value
-            elif role.kind == "data" and given is None:
+            elif role.kind == "data" and (given is None or role.conditioned):
                 shape = list(np.shape(role.value))
                 for axis, follows in role.plates:
                     shape[axis] = rows.get(follows, sizes[follows])
-                values[name] = jnp.zeros(shape, jnp.result_type(role.value))
+                if role.start and 0 not in dict(role.plates):
+                    shape[0] -= role.start
+                placeholder = jnp.zeros(shape, jnp.result_type(role.value))
+                if role.start:  # a series' start values: a covariate site outside every plate
+                    start = numpyro.sample(role.start_site, role.start_design, obs=kwargs.get(role.start_site))
+                    placeholder = jnp.concatenate([jnp.asarray(start, placeholder.dtype), placeholder])
+                values[name] = placeholder
                 release.append(role.site)
+                if given is not None:
+                    condition[role.site] = given
             elif role.kind == "data":
                 given = jnp.asarray(given)
                 values[name] = given.reshape((rows[plate],) + given.shape[2:]) if plate in rows else given
@@ -319,6 +383,8 @@ class AdaptedProgram:
             model = _Release(model, release)
         for rows_plate, (group, _) in self.groups.items():
             model = _Regroup(model, rows_plate, group, sizes[group], sizes[rows_plate])
+        if condition:
+            model = handlers.condition(model, data=condition)
         bound = _bind(self.model, values)
         return model(*bound.args, **bound.kwargs)
 
@@ -332,6 +398,11 @@ def _bind(model, values: Mapping[str, Any]) -> inspect.BoundArguments:
     return signature.bind(*args, **kwargs)
 
 
+def _as_jax(values: Mapping[str, Any]) -> dict:
+    """NumPy arrays as JAX arrays: a scan slices its xs with a traced index, which NumPy arrays refuse."""
+    return {n: jnp.asarray(v) if isinstance(v, np.ndarray) else v for n, v in values.items()}
+
+
 def _call_trace(model, values: Mapping[str, Any]):
     """One seeded run of the program on the argument values ``values``: its NumPyro trace."""
     bound = _bind(model, values)
@@ -339,20 +410,32 @@ def _call_trace(model, values: Mapping[str, Any]):
 
 
 def _plates(trace) -> dict[str, int]:
-    return {n: int(s["args"][0]) for n, s in trace.items() if s["type"] == "plate"}
+    """Plate sizes, also of plates opened inside a ``scan`` body (known from its sites' frames only)."""
+    inner = {f.name: int(f.size) for s in trace.values() if s["type"] == "sample"
+             for f in s.get("cond_indep_stack") or ()}
+    return {**inner, **{n: int(s["args"][0]) for n, s in trace.items() if s["type"] == "plate"}}
+
+
+def _steps(trace) -> int | None:
+    """The number of steps of the program's ``scan`` (None without one)."""
+    return next((int(np.shape(s["value"])[0]) for s in trace.values() if s["type"] == "sample" and _in_scan(s)),
+                None)
 
 
 def _observed(trace) -> dict[str, Any]:
     return {n: s["value"] for n, s in trace.items() if s["type"] == "sample" and s["is_observed"]}
 
 
-def _check_data_only_observed(model, values, observed_by: Mapping[str, str], reference) -> None:
+def _check_data_only_observed(model, values, observed_by: Mapping[str, str], reference,
+                              starts: Mapping[str, int] | None = None) -> None:
     """Refuse a data argument whose values the program also uses elsewhere (``Normal(y.mean(), 1)``).
 
     amortize simulates the data sites, and the program sees placeholders for their arguments while it
     does; a program that reads them for anything but ``obs=`` would train on a different model than it
     is applied to. Test: with every latent held at one draw, changing the argument's values may change
-    its own site's density only. ``reference`` is the trace of the call itself.
+    no other site's density, nor its own site's outside a scan (inside one, each step's density reads
+    the steps before it through the carry). ``reference`` is the trace of the call itself; a series'
+    ``starts`` (start values, a covariate of their own) are kept.
     """
     latents = {n: s["value"] for n, s in reference.items() if s["type"] == "sample" and not s["is_observed"]}
 
@@ -364,12 +447,11 @@ def _check_data_only_observed(model, values, observed_by: Mapping[str, str], ref
 
     before = densities(values)
     for site, name in observed_by.items():
-        value = np.asarray(values[name])
-        if not np.issubdtype(value.dtype, np.floating):
+        if not np.issubdtype(np.asarray(values[name]).dtype, np.floating):
             continue  # counts and classes: a shifted copy would leave the support
-        after = densities({**values, name: _shifted(value)})
+        after = densities({**values, name: _shifted(values[name], (starts or {}).get(site, 0))})
         for other, entry in before.items():
-            if other not in after:
+            if other not in after or (other == site and _in_scan(entry)):
                 continue
             point = entry["value"]  # the call's value, also for the data site itself
             if not np.allclose(np.asarray(entry["fn"].log_prob(point)), np.asarray(after[other]["fn"].log_prob(point)),
@@ -382,24 +464,34 @@ def _check_data_only_observed(model, values, observed_by: Mapping[str, str], ref
                     f"(fixed), or sample this program with NUTS (`am.reference.nuts`).")
 
 
-def _shifted(value):
-    value = np.asarray(value)
-    return value + 1 if np.issubdtype(value.dtype, np.integer) else value * 1.5 + 1.0
+def _shifted(value, start: int = 0):
+    """The values changed (integers one up, floats stretched and moved); the first ``start`` along axis 0 kept."""
+    xp = jnp if isinstance(value, jax.Array) else np
+    value = xp.asarray(value)
+    changed = value + 1 if np.issubdtype(value.dtype, np.integer) else value * 1.5 + 1.0
+    if start:
+        changed = xp.concatenate([value[:start], changed[start:]])
+    return changed
+
+
+def _in_scan(site) -> bool:
+    return "_scan_current_index" in (site.get("infer") or {})
 
 
 def _uses_scan(model, values) -> bool:
     """True when a sample site of the program runs inside ``numpyro.contrib.control_flow.scan``."""
-    try:  # with JAX arrays: a scan slices its xs with a traced index, which NumPy arrays refuse
-        trace = _call_trace(model, {n: jnp.asarray(v) if isinstance(v, np.ndarray) else v for n, v in values.items()})
+    try:
+        trace = _call_trace(model, _as_jax(values))
     except Exception:  # the program's own failure is reported by the trace that follows
         return False
-    return any("_scan_current_index" in (s.get("infer") or {}) for s in trace.values() if s["type"] == "sample")
+    return any(_in_scan(s) for s in trace.values() if s["type"] == "sample")
 
 
 def _lengthened(value, axis: int):
-    value = np.asarray(value)
-    last = np.take(value, [-1], axis=axis)
-    return np.concatenate([value, last], axis=axis)
+    xp = jnp if isinstance(value, jax.Array) else np
+    value = xp.asarray(value)
+    last = xp.take(value, xp.asarray([-1]), axis=axis)
+    return xp.concatenate([value, last], axis=axis)
 
 
 def _is_size(value) -> bool:
@@ -411,6 +503,36 @@ def _perturbed(values: Mapping[str, Any], followers) -> dict:
     for name, axis in followers:
         out[name] = out[name] + 1 if axis is None else _lengthened(out[name], axis)
     return out
+
+
+def _scan_followers(model, values: Mapping[str, Any], plates: Mapping[str, int], steps: int,
+                    taken) -> list:
+    """The (argument, axis) pairs the scan's number of steps follows (axis None: an integer length):
+    lengthened together, the scan takes one step more and every plate keeps its size. An axis may be up
+    to eight longer than the scan (an AR(p)'s series holds p start values before its first step)."""
+    ints = [(n, None) for n, v in values.items() if _is_size(v) and int(v) == steps]
+    arrays = [(n, a) for n, v in values.items() if not _is_size(v) and isinstance(v, (np.ndarray, jax.Array))
+              for a, extent in enumerate(np.shape(v)) if steps <= extent <= steps + 8 and (n, a) not in taken]
+    for candidates in [ints + arrays, arrays] + [[i] + arrays for i in ints] + [[c] for c in ints + arrays]:
+        if not candidates:
+            continue
+        try:
+            trace = _call_trace(model, _perturbed(values, candidates))
+        except Exception:  # a lengthened argument the program cannot take: not this set
+            continue
+        if _plates(trace) == dict(plates) and _steps(trace) == steps + 1:
+            return candidates
+    return []
+
+
+def _start(argument, value) -> int:
+    """How many values along axis 0 the argument holds before the ones a scanned site observes (``y[2:]``)."""
+    argument, value = np.asarray(argument), np.asarray(value)
+    extent, steps = argument.shape[0] if argument.ndim else 0, value.shape[0] if value.ndim else 0
+    for start in range(1, extent - steps + 1):
+        if argument.shape[1:] == value.shape[1:] and np.array_equal(argument[start:start + steps], value):
+            return start
+    return 0
 
 
 def _followers(model, values: Mapping[str, Any], plates: Mapping[str, int]) -> dict[str, list]:
@@ -436,7 +558,8 @@ def _followers(model, values: Mapping[str, Any], plates: Mapping[str, int]) -> d
 
 
 def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
-          covariates: Mapping[str, Any] | None = None, data: Sequence[str] | None = None) -> AdaptedProgram:
+          covariates: Mapping[str, Any] | None = None, data: Sequence[str] | None = None,
+          sizes: Mapping[str, Any] | None = None) -> AdaptedProgram:
     """Read each argument's role from one call ``model(*args, **kwargs)`` with real data.
 
     Parameters
@@ -450,6 +573,9 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
         of its plate (default: the call's rows, resampled).
     data : sequence of str, optional
         The observed sites; default: every site observed through an argument.
+    sizes : mapping, optional
+        ``compile``'s training ranges; a program with a ``scan`` names its
+        ordered level there (the one key that is not a plate of the call).
 
     Returns
     -------
@@ -474,21 +600,23 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
             raise ModelError(f"The program takes *{name}; amortize needs named arguments to tell each one's role.")
     values = {n: np.asarray(v) if isinstance(v, (list, tuple)) else v for n, v in values.items()}
     if _uses_scan(model, values):
-        # scan runs its body under handlers.block(): the handlers that simulate observed arguments and
-        # regroup rows would not reach the sites inside it, and the simulations would be wrong.
-        raise ModelError(
-            "The program uses numpyro.contrib.control_flow.scan; scan programs are not read from a call yet. "
-            "Write it in amortize's convention: the series' length as an argument `n_<level>` "
-            "(scan(..., length=n_time)), the observed series as an argument named after its site passed as "
-            "the scan's xs (`y=None` ... `obs=y_t`), and compile(model, data=[...], sizes={'time': (min, "
-            "max)}); see docs/mixtures.md.")
+        values = _as_jax(values)
     try:
         trace = _call_trace(model, values)
     except Exception as error:
         raise ModelError(f"The program failed when called with the given arguments: {type(error).__name__}: "
                          f"{error}") from error
     plates, observed = _plates(trace), _observed(trace)
-    observed_by = {}
+    scanned = {n for n, s in trace.items() if s["type"] == "sample" and _in_scan(s)}
+    level = _level_name(trace, scanned, plates, sizes) if scanned else None
+    inside = sorted(set(plates) - {n for n, s in trace.items() if s["type"] == "plate"})
+    if inside:
+        raise ModelError(
+            f"Plate{'s' if len(inside) > 1 else ''} {', '.join(f'`{p}`' for p in inside)} "
+            f"{'are' if len(inside) > 1 else 'is'} opened inside the scan's step function. amortize reads a scan "
+            f"as an ordered level nested in the plates around it: open the plate outside the scan, around the "
+            f"`scan(...)` call (its sites keep their dims), with the series time-major (steps first).")
+    observed_by, conditioned, starts = {}, set(), {}
     for site, value in observed.items():
         free = [n for n, a in values.items() if a is not None and not _is_size(a) and n not in observed_by.values()]
         # The argument object itself first; equal values (a copy made by the program) only after.
@@ -499,6 +627,13 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
             same = [n for n in same if not np.array_equal(
                 np.asarray(_observed(_call_trace(model, {**values, n: _shifted(values[n])})).get(site, value)),
                 np.asarray(value))] or same
+        if not same:  # a transform of an argument (a slice, a transpose, a handlers.condition)
+            same = [n for n in free if isinstance(values[n], (np.ndarray, jax.Array))
+                    and _moves(model, values, n, site, value)]
+            if same:
+                conditioned.add(site)
+                if site in scanned:
+                    starts[site] = _start(values[same[0]], value)
         if same:
             observed_by[site] = same[0]
     if data is not None:
@@ -514,8 +649,16 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
         raise ModelError(
             "No argument of the call is observed at a sample site (`numpyro.sample(name, d, obs=argument)`): "
             "pass the observed data in the call, as you would to MCMC.run.")
-    _check_data_only_observed(model, values, observed_by, trace)
+    _check_data_only_observed(model, values, observed_by, trace, starts)
     followers = _followers(model, values, plates)
+    if level is not None:
+        taken = {pair for pairs in followers.values() for pair in pairs}
+        followers[level] = _scan_followers(model, values, plates, _steps(trace), taken)
+        if not followers[level]:
+            raise ModelError(
+                f"The program's scan takes {_steps(trace)} steps in this call, but no argument lengthens it: "
+                f"lengthening the series (or raising an integer length) by one did not add one step. Pass the "
+                f"series whose length sets the scan's (its xs, or the data the scan's length is read from).")
     axes: dict[str, list] = {}
     for plate, pairs in followers.items():
         for name, axis in pairs:
@@ -526,10 +669,21 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
         follows = axes.get(name, [])
         site = next((s for s, a in observed_by.items() if a == name), None)
         if site is not None:
-            roles[name] = ArgumentRole("data", tuple((a, p) for a, p in follows if a is not None), site, value=value)
+            start = starts.get(site, 0)
+            design = designs.pop(f"{site}_start", None) if start else None
+            if start and design is None:  # windows of `start` consecutive values of the call's series
+                series = np.asarray(value)
+                design = Resampled(np.stack([series[i:i + start] for i in range(len(series) - start + 1)]))
+            roles[name] = ArgumentRole("data", tuple((a, p) for a, p in follows if a is not None), site, value=value,
+                                       start=start, start_design=design, conditioned=site in conditioned)
         elif _is_size(value) and follows:
             roles[name] = ArgumentRole("size", ((0, follows[0][1]),), value=value)
         elif follows or name in designs:
+            if level is not None and any(p == level for _, p in follows):
+                raise ModelError(
+                    f"Argument `{name}` is a covariate series along the program's scan (level `{level}`); amortize "
+                    f"reads covariates per instance of a plate, not per step of a scan. Make it observed data "
+                    f"(`obs={name}_t` at a sample site in the scan's step) so that amortize simulates it too.")
             if len(follows) != 1 or follows[0][0] != 0 or plates and _nested(trace, follows[0][1]):
                 where = ", ".join(f"axis {a} follows plate `{p}`" for a, p in follows) or "it follows no plate"
                 raise ModelError(
@@ -551,12 +705,39 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
                          f"{'is' if len(designs) == 1 else 'are'} not an argument of the program that follows a "
                          f"plate (its arguments: {', '.join(values)}).")
     groups = _index_groups(values, roles, plates)
+    if groups and level is not None:
+        raise ModelError("The program has a scan and rows grouped by an index; amortize reads one or the other "
+                         "from a call. Nest the rows in their groups' plate (n_<plate> sizes).")
     for rows, (group, index) in groups.items():
         roles[index] = dataclasses.replace(roles[index], kind="index", site=None, design=None)
     sized = [p for p in plates if p in followers or any(g == p for g, _ in groups.values())]
+    sized += [level] if level is not None else []
     adapted = AdaptedProgram(model, roles, sized, groups)
     _check_names(adapted, trace)
     return adapted
+
+
+def _moves(model, values, name: str, site: str, value) -> bool:
+    """True when changing argument ``name`` changes what site ``site`` observes."""
+    try:
+        moved = _observed(_call_trace(model, {**values, name: _shifted(values[name])})).get(site)
+    except Exception:  # the program cannot take the changed values: not its data
+        return False
+    return moved is not None and not (np.shape(moved) == np.shape(value) and np.array_equal(moved, value))
+
+
+def _level_name(trace, scanned, plates, sizes) -> str:
+    """The name of the ordered level a scan forms: the one key of ``sizes`` that is not a plate."""
+    names = ", ".join(f"`{n}`" for n in sorted(scanned))
+    free = [p for p in (sizes or {}) if p not in plates]
+    if len(free) != 1:
+        raise ModelError(
+            f"Sites {names} run inside a numpyro.contrib.control_flow.scan of {_steps(trace)} steps in this call: "
+            f"an ordered (time) level. Name it in sizes= with its training range of steps, besides the plates "
+            f"({', '.join(f'`{p}`' for p in plates) or 'none'}): e.g. sizes={{'time': (10, 100)}}"
+            + (f"; sizes= names {', '.join(f'`{p}`' for p in free)}, which are not plates of the call." if free
+               else "."))
+    return free[0]
 
 
 def _index_groups(values, roles, plates) -> dict[str, tuple[str, str]]:

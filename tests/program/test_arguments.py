@@ -13,6 +13,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from numpyro.contrib.control_flow import scan
 from numpyro.infer.reparam import TransformReparam
 
 import amortize as am
@@ -360,7 +361,7 @@ def test_the_index_grouped_tutorial_models_compile_unchanged(case):
                               "p(mu | obs) · Π_county p(a | mu, obs[county])"),
     }
     model, args, kwargs, sizes, factorization = calls[case]
-    amortizer = am.compile(model, args=args, kwargs=kwargs, sizes=sizes)
+    amortizer = am.compile(model, args=args, kwargs=kwargs, sizes=sizes, network=SMALL)
     assert str(amortizer.factorization) == factorization
     rows = list(sizes)[1]
     truth, data = amortizer.simulate({list(sizes)[0]: 4, rows: 2}, seed=0)
@@ -381,28 +382,109 @@ def test_group_indices_that_skip_a_group_are_refused():
         am.compile(radon_long, args=(gaps, FLOOR), kwargs={"y": RADON}, sizes={"county": (5, 20), "house": (1, 10)})
 
 
-def test_scan_programs_from_a_call_are_refused_with_the_convention_to_use():
-    """scan runs its body under handlers.block(), out of reach of the handlers that simulate observed
-    arguments: compiled from a call, NumPyro's AR(2) example would train on its placeholders. Refused,
-    naming amortize's convention for series (issue 18, item 7 is open)."""
-    from numpyro.contrib.control_flow import scan
+def ar2_scan(y):
+    """NumPyro's AR(2) example: a scan whose carry holds the last two values, observed through
+    ``handlers.condition`` with ``y[2:]``, its start values ``(y[1], y[0])`` read from the data."""
+    alpha_1 = numpyro.sample("alpha_1", dist.Normal(0, 1))
+    alpha_2 = numpyro.sample("alpha_2", dist.Normal(0, 1))
+    const = numpyro.sample("const", dist.Normal(0, 1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1))
 
-    def ar2_scan(y):
-        alpha_1 = numpyro.sample("alpha_1", dist.Normal(0, 1))
-        alpha_2 = numpyro.sample("alpha_2", dist.Normal(0, 1))
-        const = numpyro.sample("const", dist.Normal(0, 1))
-        sigma = numpyro.sample("sigma", dist.HalfNormal(1))
+    def transition(carry, _):
+        y_prev, y_prev_prev = carry
+        y_t = numpyro.sample("y", dist.Normal(const + alpha_1 * y_prev + alpha_2 * y_prev_prev, sigma))
+        return (y_t, y_prev), None
 
-        def transition(carry, _):
-            y_prev, y_prev_prev = carry
-            y_t = numpyro.sample("y", dist.Normal(const + alpha_1 * y_prev + alpha_2 * y_prev_prev, sigma))
-            return (y_t, y_prev), None
+    with numpyro.handlers.condition(data={"y": y[2:]}):
+        scan(transition, (y[1], y[0]), jnp.arange(y.shape[0] - 2))
 
-        with numpyro.handlers.condition(data={"y": y[2:]}):
-            scan(transition, (y[1], y[0]), jnp.arange(y.shape[0] - 2))
 
-    with pytest.raises(am.ModelError, match=r"scan programs are not read from a call yet.*n_<level>.*obs=y_t"):
-        am.compile(ar2_scan, args=(RNG.normal(size=30),), sizes={"time": (10, 40)})
+def _ar2_series(n, rng):
+    y = np.zeros(n)
+    for t in range(2, n):
+        y[t] = 0.3 + 0.5 * y[t - 1] - 0.3 * y[t - 2] + 0.5 * rng.normal()
+    return y
+
+
+@pytest.mark.filterwarnings("ignore::amortize.CertificateWarning")
+def test_numpyros_ar2_scan_compiles_unchanged_and_refines_to_its_own_nuts():
+    """Item 7: the scan's sites are simulated (the program's condition on ``y[2:]`` is lifted inside the
+    scan), the two start values become a covariate drawn from windows of the call's series, and the
+    scan's length follows the series. The posterior, after a short training and refine='auto', matches
+    NumPyro's NUTS on the unchanged program and call."""
+    from numpyro.infer import MCMC, NUTS
+
+    y = _ar2_series(60, np.random.default_rng(1))
+    amortizer = am.compile(ar2_scan, args=(y,), sizes={"time": (20, 80)}, network=SMALL)
+    role = amortizer.graph.model.roles["y"]
+    assert (role.kind, role.site, role.start, role.plates, role.conditioned) == ("data", "y", 2, ((0, "time"),), True)
+    assert str(amortizer.factorization) == "p(alpha_1, alpha_2, const, sigma | y, y_start)"
+    assert amortizer.graph.plates["time"].ordered
+    assert amortizer.network_config.ordered_window == 3   # an AR(2) step's likelihood spans 3 steps
+    truth, data = amortizer.simulate({"time": 30}, seed=0)
+    assert np.shape(data["y"]) == (30,) and np.shape(data["y_start"]) == (2,)
+    # Simulated, not the placeholders, and started from a window of the call's own series.
+    assert np.std(data["y"]) > 0 and any(np.allclose(data["y_start"], y[i:i + 2]) for i in range(59))
+    call = amortizer.data_of(y)
+    np.testing.assert_allclose(call["y"], y[2:], rtol=1e-6)   # read from the call (float32)
+    np.testing.assert_array_equal(call["y_start"], y[:2])
+    amortizer.fit(steps=200, batch_size=64, seed=0, progress=False)
+    tree = amortizer.sample(call, num_samples=1000, seed=0, refine="auto")
+    mcmc = MCMC(NUTS(ar2_scan), num_warmup=500, num_samples=1000, progress_bar=False)
+    mcmc.run(jax.random.key(1), jnp.asarray(y))
+    reference = mcmc.get_samples()
+    post = tree["posterior"]
+    for name in ("alpha_1", "alpha_2", "const", "sigma"):
+        a, b = post[name].values.ravel(), np.asarray(reference[name])
+        # Both chains' draws at least a quarter effective: 4 standard errors of the difference.
+        se = b.std() * np.sqrt(4 / a.size + 4 / b.size)
+        assert abs(a.mean() - b.mean()) <= 4 * se, name
+        kurtosis = np.mean((b - b.mean()) ** 4) / b.std() ** 4
+        assert abs(a.std() / b.std() - 1) <= 4 * np.sqrt((kurtosis - 1) / 4 * (4 / a.size + 4 / b.size)), name
+
+
+def test_scan_programs_from_a_call_name_their_level_and_the_argument_that_sets_it():
+    y = _ar2_series(30, RNG)
+    with pytest.raises(am.ModelError, match=r"scan of 28 steps.*Name it in sizes=.*sizes=\{'time': \(10, 100\)\}"):
+        am.compile(ar2_scan, args=(y,), sizes={})
+
+    def fixed_length(y):  # the scan always takes 20 steps: nothing in the call sets them
+        rho = numpyro.sample("rho", dist.Uniform(-1, 1))
+
+        def step(previous, y_t):
+            return numpyro.sample("y", dist.Normal(rho * previous, 1.0), obs=y_t), None
+
+        scan(step, 0.0, y[:20])
+
+    with pytest.raises(am.ModelError, match="scan takes 20 steps in this call, but no argument lengthens it"):
+        am.compile(fixed_length, args=(RNG.normal(size=30),), sizes={"time": (10, 40)})
+
+
+def test_a_plate_opened_inside_the_scans_step_is_refused_with_the_fix():
+    """NumPyro's hmm_enum opens its plate of sequences inside each step; amortize's rule (the plate around
+    the scan) is stated instead of a failure deep in the graph."""
+    from numpyro.handlers import mask
+
+    def hmm_enum_like(sequences, lengths):
+        n_sequences, _, n_tones = sequences.shape
+        probs_x = numpyro.sample("probs_x", dist.Dirichlet(0.9 * jnp.eye(2) + 0.1).to_event(1))
+        probs_y = numpyro.sample("probs_y", dist.Beta(0.1, 0.9).expand([2, n_tones]).to_event(2))
+
+        def step(carry, y):
+            x_prev, t = carry
+            with numpyro.plate("sequences", n_sequences, dim=-2), mask(mask=(t < lengths)[..., None]):
+                x = numpyro.sample("x", dist.Categorical(probs_x[x_prev]))
+                with numpyro.plate("tones", n_tones, dim=-1):
+                    numpyro.sample("y", dist.Bernoulli(probs_y[x.squeeze(-1)]), obs=y)
+            return (x, t + 1), None
+
+        scan(step, (jnp.zeros((n_sequences, 1), jnp.int32), 0), jnp.swapaxes(sequences, 0, 1))
+
+    sequences = (RNG.uniform(size=(6, 20, 4)) < 0.3).astype(np.float32)
+    with pytest.raises(am.ModelError, match=r"Plates `sequences`, `tones` are opened inside the scan's step.*"
+                                            r"open the plate outside the scan"):
+        am.compile(hmm_enum_like, args=(sequences, RNG.integers(10, 21, 6)),
+                   sizes={"sequences": (2, 8), "time": (10, 30), "tones": (4, 4)})
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "radon").is_dir(), reason="shared radon data not present (../shared/data/radon)")
