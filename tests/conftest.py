@@ -13,6 +13,19 @@ from amortize.models.hierarchical_normal import model as two_level  # noqa: F401
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+#: Test files that take minutes of CPU, longest first (measured with --durations). pytest-xdist's
+#: --dist loadfile hands whole files to the workers in collection order; starting the longest ones first
+#: keeps a worker from running a long file alone at the end of the run.
+LONG_FILES = ("test_docs.py", "test_indicators.py", "program/test_arguments.py", "test_train.py",
+              "test_amortizer.py", "test_markov_indicators.py", "refine/test_refine.py", "test_design.py",
+              "models/test_air_traffic.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0].removeprefix("tests/"), len(LONG_FILES)))
+
+
 #: Training ranges of the conjugate model in the accuracy tests.
 CONJUGATE_SIZES = {"group": (2, 6), "obs": (1, 6)}
 
