@@ -406,14 +406,10 @@ def _ar2_series(n, rng):
     return y
 
 
-@pytest.mark.filterwarnings("ignore::amortize.CertificateWarning")
-def test_numpyros_ar2_scan_compiles_unchanged_and_refines_to_its_own_nuts():
+def test_numpyros_ar2_scan_compiles_unchanged_with_its_start_values_as_a_covariate():
     """Item 7: the scan's sites are simulated (the program's condition on ``y[2:]`` is lifted inside the
     scan), the two start values become a covariate drawn from windows of the call's series, and the
-    scan's length follows the series. The posterior, after a short training and refine='auto', matches
-    NumPyro's NUTS on the unchanged program and call."""
-    from numpyro.infer import MCMC, NUTS
-
+    scan's length follows the series."""
     y = _ar2_series(60, np.random.default_rng(1))
     amortizer = am.compile(ar2_scan, args=(y,), sizes={"time": (20, 80)}, network=SMALL)
     role = amortizer.graph.model.roles["y"]
@@ -428,15 +424,32 @@ def test_numpyros_ar2_scan_compiles_unchanged_and_refines_to_its_own_nuts():
     call = amortizer.data_of(y)
     np.testing.assert_allclose(call["y"], y[2:], rtol=1e-6)   # read from the call (float32)
     np.testing.assert_array_equal(call["y_start"], y[:2])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "old_faithful").is_dir(),
+                    reason="shared Old Faithful data not present (../shared/data/old_faithful)")
+@pytest.mark.filterwarnings("ignore::amortize.CertificateWarning")
+def test_ar2_on_old_faithfuls_eruptions_refines_to_numpyros_own_nuts():
+    """Real data: the first 100 eruption durations of Old Faithful (standardized), a series whose short
+    and long eruptions alternate. After a short training, refine='auto' (NUTS from the amortized draws
+    where the certificate fails) matches NumPyro's NUTS on the unchanged program and call."""
+    from numpyro.infer import MCMC, NUTS
+
+    table = np.genfromtxt(SHARED_DATA / "old_faithful" / "faithful.csv", delimiter=",", names=True,
+                          dtype=None, encoding=None)
+    y = table["eruptions"][:100]
+    y = (y - y.mean()) / y.std()
+    amortizer = am.compile(ar2_scan, args=(y,), sizes={"time": (40, 120)}, network=SMALL)
     amortizer.fit(steps=200, batch_size=64, seed=0, progress=False)
-    tree = amortizer.sample(call, num_samples=1000, seed=0, refine="auto")
+    tree = amortizer.sample(amortizer.data_of(y), num_samples=1000, seed=0, refine="auto")
     mcmc = MCMC(NUTS(ar2_scan), num_warmup=500, num_samples=1000, progress_bar=False)
     mcmc.run(jax.random.key(1), jnp.asarray(y))
     reference = mcmc.get_samples()
     post = tree["posterior"]
+    assert float(np.mean(np.asarray(reference["alpha_1"]))) < -0.3   # the alternation NumPyro finds
     for name in ("alpha_1", "alpha_2", "const", "sigma"):
         a, b = post[name].values.ravel(), np.asarray(reference[name])
-        # Both chains' draws at least a quarter effective: 4 standard errors of the difference.
+        # Both samplers' draws at least a quarter effective: 4 standard errors of the difference.
         se = b.std() * np.sqrt(4 / a.size + 4 / b.size)
         assert abs(a.mean() - b.mean()) <= 4 * se, name
         kurtosis = np.mean((b - b.mean()) ** 4) / b.std() ** 4
