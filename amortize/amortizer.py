@@ -27,8 +27,8 @@ from amortize.program.arguments import AdaptedProgram, adapt
 from amortize.misspecification import QUANTILE, make_summarizer, summary_check
 from amortize.refine.consistency import SelfConsistency, self_consistency_loss
 from amortize.refine.sampling import posterior_draws
-from amortize.simulate import simulate_data_set
-from amortize.train import TrainConfig, checked_budget, chunked_simulator, fit_network, set_standardization
+from amortize.simulate import chunked_simulator, simulate_data_set
+from amortize.train import TrainConfig, checked_budget, fit_network, set_standardization
 
 __all__ = ["Amortizer", "compile"]
 
@@ -280,17 +280,30 @@ class Amortizer:
             raise DataError(f"num_samples must be a positive integer; got {num_samples}.")
         prepared = prepare_data(self.graph, data, index=index, coords=coords,
                                 pad_to=self.graph.max_sizes())
-        raw = self._get_sampler(probabilities)(jax.random.key(seed), prepared.data, prepared.masks,
+        raw = self.sampler(probabilities)(jax.random.key(seed), prepared.data, prepared.masks,
                                                int(num_samples))
         raw, class_probabilities = raw if probabilities else (raw, {})
         return (gather_instances(raw, prepared, self.graph),
                 {group: gather_instances(values, prepared, self.graph)
                  for group, values in class_probabilities.items()}, prepared)
 
-    def _get_sampler(self, class_probabilities: bool = False):
-        """The jitted sampler ``(key, data, masks, num_samples) -> {site: (B, S, *plates, *event)}``.
+    def sampler(self, class_probabilities: bool = False):
+        """The pure, jitted amortized sampler for batches of prepared data sets.
+
+        ``sampler(key, data, masks, num_samples) -> {site: (B, S, *plates, *event)}``,
+        constrained draws of B data sets at once: ``data`` holds per data
+        site ``(B, *plates, features)`` and ``masks`` per plate ``(B, *plates)``
+        at the trained maximum sizes, as :func:`amortize.simulate.simulate`
+        returns them (simulation-based calibration runs it on thousands of
+        simulated data sets). No certificate, no refinement: for one real
+        data set use :meth:`sample`. Compiled once per amortizer and kept.
 
         With ``class_probabilities``: ``(draws, {indicator: (B, S, *plates, classes)})``.
+
+        Raises
+        ------
+        AmortizeError
+            The amortizer is not trained yet.
         """
         self._require_trained()
         if self._sampler is None:

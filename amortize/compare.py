@@ -31,8 +31,8 @@ from amortize.data import prepare_data
 from amortize.errors import AmortizeError, AmortizerFileError, ModelError
 from amortize.graph import ModelGraph, build_graph, factorize
 from amortize.networks import MLP
-from amortize.simulate import Simulation, simulate
-from amortize.train import TrainConfig, checked_budget, in_chunks, optimize, set_standardization, valid_mean
+from amortize.simulate import Simulation, in_chunks, simulate
+from amortize.train import TrainConfig, checked_budget, optimize, set_standardization, valid_mean
 
 __all__ = ["ModelComparison", "ComparisonNetwork", "ComparisonBatch", "compare"]
 

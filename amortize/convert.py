@@ -20,7 +20,8 @@ from amortize.data import take_instances
 from amortize.replay import covariate_names, deterministic_draws
 
 __all__ = ["to_datatree", "from_datatree", "padded_from_prepared", "add_groups", "instance_dataset",
-           "parent_coordinate", "PaddedPosterior", "instance_dims", "with_deterministics"]
+           "parent_coordinate", "PaddedPosterior", "instance_dims", "with_deterministics", "parameter_names",
+           "scalar_draws"]
 
 #: The groups that hold data sites: responses, then design covariates.
 DATA_GROUPS = ("observed_data", "constant_data")
@@ -319,4 +320,35 @@ def add_groups(tree, graph: ModelGraph, groups: dict, attrs: dict | None = None)
         dataset = instance_dataset(tree, graph, shaped, lead_dims=("chain", "draw"),
                                    attrs={"inference_library": "amortize", **(attrs or {})})
         out[group] = dataset.assign_coords(chain=posterior["chain"].values, draw=posterior["draw"].values)
+    return out
+
+
+def parameter_names(site: str, event_shape: tuple[int, ...]) -> list[str]:
+    """Scalar names of a site's components: ``theta``, ``w[0]``, ``L[1,0]``."""
+    if not event_shape:
+        return [site]
+    return [f"{site}[{','.join(map(str, ix))}]" for ix in np.ndindex(*event_shape)]
+
+
+def scalar_draws(posterior, name: str, max_draws: int, rng) -> list[tuple[str, np.ndarray]]:
+    """Site ``name`` of a posterior group → [(scalar label, draws ``(n,)``)], instances in order,
+    labelled by their coordinate (``theta[Choate]``, ``L[1,0]``); at most ``max_draws`` draws, a random
+    subset drawn with ``rng``."""
+    value = posterior[name]
+    array = np.asarray(value.values)
+    array = array.reshape((-1,) + array.shape[2:])
+    if array.shape[0] > max_draws:
+        array = array[rng.choice(array.shape[0], max_draws, replace=False)]
+    dims = value.dims[2:]
+    plate = dims[0] if dims and not dims[0].startswith(f"{name}_event_") else None
+    labels = [str(v) for v in posterior[plate].values] if plate else [None]
+    if plate is None:
+        array = array[:, None]
+    event_shape = array.shape[2:]
+    out = []
+    for i, label in enumerate(labels):
+        flat = array[:, i].reshape(array.shape[0], -1)
+        for c, component in enumerate(parameter_names(name, event_shape)):
+            key = component if label is None else f"{name}[{label}]{component[len(name):]}"
+            out.append((key, flat[:, c]))
     return out

@@ -13,7 +13,8 @@ nesting order (outermost first), then features. Every site is moved to this
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,9 @@ __all__ = [
     "unpack_factor",
     "level_shape",
     "simulate_data_set",
+    "in_chunks",
+    "chunked_simulator",
+    "simulate_in_chunks",
 ]
 
 
@@ -333,3 +337,36 @@ def simulate_data_set(key: jax.Array, graph: ModelGraph, sizes) -> tuple[dict, d
     trace = handlers.trace(handlers.seed(graph.model, key)).get_trace(**graph.program_kwargs(sizes))
     values = {name: np.asarray(to_canonical(trace[name]["value"], site)) for name, site in graph.sites.items()}
     return ({n: values[n] for n in graph.latent_names}, {n: values[n] for n in graph.data_names})
+
+
+def in_chunks(simulate_batch: Callable[[jax.Array, int], Any], chunk: int = 512) -> Callable[[jax.Array, int], Any]:
+    """``(key, n) -> batch`` of ``n`` simulations on the host, ``chunk`` at a time.
+
+    ``simulate_batch(key, batch_size)`` is pure; one compiled call of it at
+    ``chunk`` serves every ``n``: keep the returned callable to simulate again
+    without compiling again.
+    """
+    step = jax.jit(lambda k: simulate_batch(k, chunk))
+
+    def run(key: jax.Array, n: int):
+        parts = [jax.device_get(step(k)) for k in jax.random.split(key, math.ceil(n / chunk))]
+        return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *parts)
+
+    return run
+
+
+def chunked_simulator(graph: ModelGraph, factorization: Factorization, chunk: int = 512,
+                      design: Design | None = None, design_share: float = 1.0,
+                      ) -> Callable[[jax.Array, int], Simulation]:
+    """``(key, n) -> Simulation`` of ``n`` data sets of the program, ``chunk`` at a time, on the host.
+
+    Pilot, validation and budget simulations of one amortizer share it (see
+    :func:`in_chunks`); ``design`` and ``design_share`` as in :func:`amortize.simulate.simulate`.
+    """
+    return in_chunks(lambda k, n: simulate(k, graph, factorization, n, design, design_share), chunk)
+
+
+def simulate_in_chunks(key, graph: ModelGraph, factorization: Factorization, n: int,
+                       chunk: int = 512) -> Simulation:
+    """Simulate ``n`` data sets, ``chunk`` at a time (one compiled function), on the host."""
+    return chunked_simulator(graph, factorization, chunk)(key, n)

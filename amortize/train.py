@@ -17,7 +17,7 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,10 +29,9 @@ from amortize.build import AmortizerNetwork, NetworkSpec, Standardization, log_p
 from amortize.errors import TrainingError
 from amortize.design import Design
 from amortize.graph import Factorization, ModelGraph
-from amortize.simulate import Simulation, simulate
+from amortize.simulate import Simulation, chunked_simulator, simulate
 
-__all__ = ["TrainConfig", "checked_budget", "chunked_simulator", "fit_network", "in_chunks", "optimize",
-           "simulate_in_chunks", "set_standardization", "valid_mean"]
+__all__ = ["TrainConfig", "checked_budget", "fit_network", "optimize", "set_standardization", "valid_mean"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,43 +147,10 @@ def checked_budget(steps: int | None, batch_size: int, time_limit: float | None)
     return steps
 
 
-def in_chunks(simulate_batch: Callable[[jax.Array, int], Any], chunk: int = 512) -> Callable[[jax.Array, int], Any]:
-    """``(key, n) -> batch`` of ``n`` simulations on the host, ``chunk`` at a time.
-
-    ``simulate_batch(key, batch_size)`` is pure; one compiled call of it at
-    ``chunk`` serves every ``n``: keep the returned callable to simulate again
-    without compiling again.
-    """
-    step = jax.jit(lambda k: simulate_batch(k, chunk))
-
-    def run(key: jax.Array, n: int):
-        parts = [jax.device_get(step(k)) for k in jax.random.split(key, math.ceil(n / chunk))]
-        return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *parts)
-
-    return run
-
-
-def chunked_simulator(graph: ModelGraph, factorization: Factorization, chunk: int = 512,
-                      design: Design | None = None, design_share: float = 1.0,
-                      ) -> Callable[[jax.Array, int], Simulation]:
-    """``(key, n) -> Simulation`` of ``n`` data sets of the program, ``chunk`` at a time, on the host.
-
-    Pilot, validation and budget simulations of one amortizer share it (see
-    :func:`in_chunks`); ``design`` and ``design_share`` as in :func:`amortize.simulate.simulate`.
-    """
-    return in_chunks(lambda k, n: simulate(k, graph, factorization, n, design, design_share), chunk)
-
-
 def valid_mean(values: jax.Array, valid: jax.Array) -> jax.Array:
     """Mean of ``values (B,)`` over the simulations flagged ``valid (B,)`` (0 if none is)."""
     count = jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
     return jnp.sum(jnp.where(valid, values, 0.0)) / count
-
-
-def simulate_in_chunks(key, graph: ModelGraph, factorization: Factorization, n: int,
-                       chunk: int = 512) -> Simulation:
-    """Simulate ``n`` data sets, ``chunk`` at a time (one compiled function), on the host."""
-    return chunked_simulator(graph, factorization, chunk)(key, n)
 
 
 def _masked_moments(values: np.ndarray, mask: np.ndarray, robust: bool):

@@ -171,7 +171,7 @@ def draw_latencies_ms(amortizer, data: dict, num_samples: int = 1000, repeats: i
 
     prepared = prepare_data(amortizer.graph, data, pad_to=amortizer.graph.max_sizes())
     amortizer.draws(data, num_samples)
-    sampler, key = amortizer._get_sampler(), jax.random.key(0)
+    sampler, key = amortizer.sampler(), jax.random.key(0)
     passes = {
         "jitted": lambda: jax.block_until_ready(sampler(key, prepared.data, prepared.masks, num_samples)),
         "draws": lambda: amortizer.draws(data, num_samples),

@@ -116,3 +116,26 @@ def test_no_module_imports_a_later_stage():
 ])
 def test_the_circle_finder_finds_circles(edges, circle):
     assert _cycles(edges) == circle
+
+
+def _package(module: str) -> str:
+    """The subpackage a module belongs to (``amortize.diagnostics``), or the module itself."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_no_module_reaches_for_a_private_name_of_another_part():
+    """Private names stay inside their subpackage: a later stage uses a module's public API (issue 20,
+    item 4: diagnostics called the facade's ``_get_sampler`` and a private helper of ``reference``)."""
+    modules = _modules()
+    found = []
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("amortize"):
+                found += [f"{module} imports {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")
+                          and _package(node.module) != _package(module)]
+            elif (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                  and isinstance(node.value, ast.Name) and node.value.id in ("amortizer", "comparison")):
+                found.append(f"{module} calls {node.value.id}.{node.attr}")
+    assert found == []

@@ -8,7 +8,7 @@ import pytest
 
 import amortize as am
 from amortize.misspecification import QUANTILE
-from amortize.train import simulate_in_chunks
+from amortize.simulate import simulate_in_chunks
 
 
 def test_data_from_the_program_pass_and_data_far_outside_warn(quick_two_level):

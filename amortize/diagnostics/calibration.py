@@ -27,10 +27,10 @@ import jax
 import numpy as np
 import xarray as xr
 
-from amortize.simulate import unpack_factor
-from amortize.train import simulate_in_chunks
+from amortize.convert import parameter_names
+from amortize.simulate import simulate_in_chunks, unpack_factor
 
-__all__ = ["Calibration", "calibrate", "ecdf_band", "parameter_names"]
+__all__ = ["Calibration", "calibrate", "ecdf_band"]
 
 
 @lru_cache(maxsize=64)
@@ -65,13 +65,6 @@ def ecdf_band(pit: np.ndarray, prob: float = 0.95, n_simulations: int = 1000, se
     ecdf = np.searchsorted(pit, x, side="right") / n
     return {"x": x, "ecdf": ecdf, "lower": lower, "upper": upper,
             "inside": bool(np.all((ecdf >= lower) & (ecdf <= upper)))}
-
-
-def parameter_names(site: str, event_shape: tuple[int, ...]) -> list[str]:
-    """Scalar names of a site's components: ``theta``, ``w[0]``, ``L[1,0]``."""
-    if not event_shape:
-        return [site]
-    return [f"{site}[{','.join(map(str, ix))}]" for ix in np.ndindex(*event_shape)]
 
 
 @dataclass
@@ -222,12 +215,11 @@ def calibrate(amortizer, num_datasets: int = 200, num_samples: int = 100, seed: 
     -------
     Calibration
     """
-    amortizer._require_trained()
+    sampler = amortizer.sampler()   # an untrained amortizer fails here, before the simulations
     graph, factorization = amortizer.graph, amortizer.factorization
     sim_key, draw_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 17))
     n_chunks = -(-num_datasets // chunk)
     sim = simulate_in_chunks(sim_key, graph, factorization, n_chunks * chunk, chunk=chunk)
-    sampler = amortizer._get_sampler()
 
     truths, draws = {}, {}
     for factor in factorization:

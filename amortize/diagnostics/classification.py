@@ -274,14 +274,13 @@ def check_indicators(amortizer, num_datasets: int = 200, num_samples: int = 200,
     import jax
 
     from amortize.errors import AmortizeError
-    from amortize.simulate import unpack_factor
-    from amortize.train import simulate_in_chunks
+    from amortize.simulate import simulate_in_chunks, unpack_factor
 
     graph, factorization = amortizer.graph, amortizer.factorization
     indicators = [f for f in factorization if f.is_classifier]
     if not indicators:
         raise AmortizeError("This program has no discrete latent site: there are no indicators to check.")
-    sampler = amortizer._get_sampler(class_probabilities=True)
+    sampler = amortizer.sampler(class_probabilities=True)
     sim_key, draw_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 23))
     n_chunks = -(-num_datasets // chunk)
     sim = simulate_in_chunks(sim_key, graph, factorization, n_chunks * chunk, chunk=chunk)

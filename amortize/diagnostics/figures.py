@@ -277,7 +277,7 @@ def plot_pooling(data, path=None):
 
 def comparison_figure_data(amortized, reference, table, max_panels: int = 12, bins: int = 40) -> dict:
     """Histograms of the amortized and reference marginals for the worst-matching parameters."""
-    from amortize.reference.compare import _scalars
+    from amortize.convert import scalar_draws
 
     rng = np.random.default_rng(0)
     order = table["mean_diff_sd"].abs().sort_values(ascending=False).index[:max_panels]
@@ -287,8 +287,8 @@ def comparison_figure_data(amortized, reference, table, max_panels: int = 12, bi
     for parameter in order:
         site = sites[parameter]
         if site not in cache:
-            a_scalars = _scalars(amortized["posterior"], site, 4000, rng)
-            r_scalars = _scalars(reference["posterior"], site, 4000, rng)
+            a_scalars = scalar_draws(amortized["posterior"], site, 4000, rng)
+            r_scalars = scalar_draws(reference["posterior"], site, 4000, rng)
             cache[site] = {key: (a, r) for (key, a), (_, r) in zip(a_scalars, r_scalars)}
         a, r = cache[site][parameter]
         edges = np.histogram_bin_edges(np.concatenate([a, r]), bins=bins)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from amortize.diagnostics.calibration import parameter_names
+from amortize.convert import scalar_draws
 from amortize.errors import DataError
 
 __all__ = ["compare_posteriors", "summarize_comparison", "mmd"]
@@ -54,28 +54,6 @@ def _overlap(a: np.ndarray, b: np.ndarray, prob: float) -> float:
     intersection = max(0.0, min(a_hi, b_hi) - max(a_lo, b_lo))
     union = max(a_hi, b_hi) - min(a_lo, b_lo)
     return float(intersection / union) if union > 0 else 1.0
-
-
-def _scalars(posterior, name: str, max_draws: int, rng) -> list[tuple[str, np.ndarray]]:
-    """Site ``name`` → [(scalar label, draws)], instances in order, labelled by their coordinate."""
-    value = posterior[name]
-    array = np.asarray(value.values)
-    array = array.reshape((-1,) + array.shape[2:])
-    if array.shape[0] > max_draws:
-        array = array[rng.choice(array.shape[0], max_draws, replace=False)]
-    dims = value.dims[2:]
-    plate = dims[0] if dims and not dims[0].startswith(f"{name}_event_") else None
-    labels = [str(v) for v in posterior[plate].values] if plate else [None]
-    if plate is None:
-        array = array[:, None]
-    event_shape = array.shape[2:]
-    out = []
-    for i, label in enumerate(labels):
-        flat = array[:, i].reshape(array.shape[0], -1)
-        for c, component in enumerate(parameter_names(name, event_shape)):
-            key = component if label is None else f"{name}[{label}]{component[len(name):]}"
-            out.append((key, flat[:, c]))
-    return out
 
 
 def compare_posteriors(amortized, reference, *, variables=None, max_draws: int = 1000, seed: int = 0):
@@ -112,8 +90,8 @@ def compare_posteriors(amortized, reference, *, variables=None, max_draws: int =
     for name in variables:
         if name not in a_post.data_vars or name not in r_post.data_vars:
             raise DataError(f"Site `{name}` is not in both posteriors; compare sites they share.")
-        a_scalars = _scalars(a_post, name, max_draws, rng)
-        r_scalars = _scalars(r_post, name, max_draws, rng)
+        a_scalars = scalar_draws(a_post, name, max_draws, rng)
+        r_scalars = scalar_draws(r_post, name, max_draws, rng)
         if len(a_scalars) != len(r_scalars):
             raise DataError(
                 f"Site `{name}` has {len(a_scalars)} scalar parameters in the amortized posterior "
