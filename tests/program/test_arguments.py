@@ -457,6 +457,25 @@ def test_ar2_on_old_faithfuls_eruptions_refines_to_numpyros_own_nuts():
         assert abs(a.std() / b.std() - 1) <= 4 * np.sqrt((kurtosis - 1) / 4 * (4 / a.size + 4 / b.size)), name
 
 
+def test_a_series_observed_as_the_scans_xs_is_simulated_inside_the_scan():
+    """The other way scans observe (hmm_enum's, amortize's convention): ``obs=y_t`` with the series as the
+    scan's xs. From a call, the placeholder series is released inside the scan's body, so the simulation
+    is the program's AR(1), not the zeros it was given."""
+    def ar1(y):
+        rho = numpyro.sample("rho", dist.Uniform(-1, 1))
+
+        def step(previous, y_t):
+            return numpyro.sample("y", dist.Normal(rho * previous, 1.0), obs=y_t), None
+
+        scan(step, 0.0, y)
+
+    amortizer = am.compile(ar1, args=(RNG.normal(size=40),), sizes={"time": (10, 50)})
+    role = amortizer.graph.model.roles["y"]
+    assert (role.kind, role.start, role.plates, role.conditioned) == ("data", 0, ((0, "time"),), False)
+    truth, data = amortizer.simulate({"time": 12}, seed=0)
+    assert np.shape(data["y"]) == (12,) and np.all(data["y"] != 0)
+
+
 def test_scan_programs_from_a_call_name_their_level_and_the_argument_that_sets_it():
     y = _ar2_series(30, RNG)
     with pytest.raises(am.ModelError, match=r"scan of 28 steps.*Name it in sizes=.*sizes=\{'time': \(10, 100\)\}"):
