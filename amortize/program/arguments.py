@@ -478,13 +478,14 @@ def _in_scan(site) -> bool:
     return "_scan_current_index" in (site.get("infer") or {})
 
 
-def _uses_scan(model, values) -> bool:
-    """True when a sample site of the program runs inside ``numpyro.contrib.control_flow.scan``."""
+def _scan_trace(model, values):
+    """The call's trace on ``values`` (JAX arrays: a scan slices its xs with a traced index, which NumPy
+    arrays refuse) when a sample site runs inside ``numpyro.contrib.control_flow.scan``; None otherwise."""
     try:
-        trace = _call_trace(model, _as_jax(values))
+        trace = _call_trace(model, values)
     except Exception:  # the program's own failure is reported by the trace that follows
-        return False
-    return any(_in_scan(s) for s in trace.values() if s["type"] == "sample")
+        return None
+    return trace if any(_in_scan(s) for s in trace.values() if s["type"] == "sample") else None
 
 
 def _lengthened(value, axis: int):
@@ -513,14 +514,22 @@ def _scan_followers(model, values: Mapping[str, Any], plates: Mapping[str, int],
     ints = [(n, None) for n, v in values.items() if _is_size(v) and int(v) == steps]
     arrays = [(n, a) for n, v in values.items() if not _is_size(v) and isinstance(v, (np.ndarray, jax.Array))
               for a, extent in enumerate(np.shape(v)) if steps <= extent <= steps + 8 and (n, a) not in taken]
-    for candidates in [ints + arrays, arrays] + [[i] + arrays for i in ints] + [[c] for c in ints + arrays]:
+    tries = [ints + arrays, arrays] + [[i] + arrays for i in ints] + [[c] for c in ints + arrays]
+    return _first_lengthening(model, values, tries,
+                              lambda trace: _plates(trace) == dict(plates) and _steps(trace) == steps + 1)
+
+
+def _first_lengthening(model, values: Mapping[str, Any], tries, accepts) -> list:
+    """The first non-empty set of (argument, axis) pairs in ``tries`` whose lengthening (an integer raised
+    by one) gives a call whose trace ``accepts``; ``[]`` if none does."""
+    for candidates in tries:
         if not candidates:
             continue
         try:
             trace = _call_trace(model, _perturbed(values, candidates))
         except Exception:  # a lengthened argument the program cannot take: not this set
             continue
-        if _plates(trace) == dict(plates) and _steps(trace) == steps + 1:
+        if accepts(trace):
             return candidates
     return []
 
@@ -542,18 +551,11 @@ def _followers(model, values: Mapping[str, Any], plates: Mapping[str, int]) -> d
         ints = [(n, None) for n, v in values.items() if _is_size(v) and int(v) == size]
         arrays = [(n, a) for n, v in values.items() if not _is_size(v) and isinstance(v, (np.ndarray, jax.Array))
                   for a, extent in enumerate(np.shape(v)) if extent == size]
-        tries = [ints + arrays, arrays] + [[i] + arrays for i in ints]
-        for candidates in tries:
-            if not candidates:
-                continue
-            try:
-                changed = _plates(_call_trace(model, _perturbed(values, candidates)))
-            except Exception:  # a lengthened argument the program cannot take: not this set
-                continue
-            expected = {p: s + (p == plate) for p, s in plates.items()}
-            if changed == expected:
-                found[plate] = candidates
-                break
+        expected = {p: s + (p == plate) for p, s in plates.items()}
+        candidates = _first_lengthening(model, values, [ints + arrays, arrays] + [[i] + arrays for i in ints],
+                                        lambda trace: _plates(trace) == expected)
+        if candidates:
+            found[plate] = candidates
     return found
 
 
@@ -599,13 +601,16 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise ModelError(f"The program takes *{name}; amortize needs named arguments to tell each one's role.")
     values = {n: np.asarray(v) if isinstance(v, (list, tuple)) else v for n, v in values.items()}
-    if _uses_scan(model, values):
-        values = _as_jax(values)
-    try:
-        trace = _call_trace(model, values)
-    except Exception as error:
-        raise ModelError(f"The program failed when called with the given arguments: {type(error).__name__}: "
-                         f"{error}") from error
+    as_jax = _as_jax(values)
+    trace = _scan_trace(model, as_jax)
+    if trace is not None:  # the same argument objects as the trace's observed values
+        values = as_jax
+    else:
+        try:
+            trace = _call_trace(model, values)
+        except Exception as error:
+            raise ModelError(f"The program failed when called with the given arguments: {type(error).__name__}: "
+                             f"{error}") from error
     plates, observed = _plates(trace), _observed(trace)
     scanned = {n for n, s in trace.items() if s["type"] == "sample" and _in_scan(s)}
     level = _level_name(trace, scanned, plates, sizes) if scanned else None
@@ -624,9 +629,7 @@ def adapt(model: Callable, args: Sequence[Any] = (), kwargs: Mapping[str, Any] |
             n for n in free if np.shape(values[n]) == np.shape(value)
             and np.array_equal(np.asarray(values[n]), np.asarray(value))]
         if len(same) > 1:  # equal values in several arguments: the one whose change moves the site's value
-            same = [n for n in same if not np.array_equal(
-                np.asarray(_observed(_call_trace(model, {**values, n: _shifted(values[n])})).get(site, value)),
-                np.asarray(value))] or same
+            same = [n for n in same if _moves(model, values, n, site, value)] or same
         if not same:  # a transform of an argument (a slice, a transpose, a handlers.condition)
             same = [n for n in free if isinstance(values[n], (np.ndarray, jax.Array))
                     and _moves(model, values, n, site, value)]
