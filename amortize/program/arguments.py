@@ -784,11 +784,15 @@ def _nested(trace, plate) -> bool:
 
 def _check_names(adapted: AdaptedProgram, trace) -> None:
     sites = {n for n, s in trace.items() if s["type"] in ("sample", "deterministic")}
-    for role in adapted.roles.values():
+    for name, role in adapted.roles.items():
         if role.kind == "covariate" and role.site in sites:
             raise ModelError(
                 f"Covariate argument `{role.site}` has the name of a site of the program; amortize records "
                 f"covariates as data sites of their argument's name. Rename the argument or the site.")
+        if role.start_site in sites:
+            raise ModelError(
+                f"The start values of series `{role.site}` (argument `{name}`) become the covariate site "
+                f"`{role.start_site}`, but the program has a site of that name. Rename that site.")
 
 
 def _short(value) -> str:

@@ -493,6 +493,50 @@ def test_scan_programs_from_a_call_name_their_level_and_the_argument_that_sets_i
         am.compile(fixed_length, args=(RNG.normal(size=30),), sizes={"time": (10, 40)})
 
 
+def test_a_covariate_series_along_a_scan_and_a_start_site_name_clash_are_refused():
+    """A scan's covariate series (xs that are not observed) would need a covariate per step, which amortize
+    does not draw; and the start values' covariate `<site>_start` must not take a site's name."""
+    def regression(x, y):
+        beta = numpyro.sample("beta", dist.Normal(0, 1))
+
+        def step(previous, inputs):
+            x_t, y_t = inputs
+            return numpyro.sample("y", dist.Normal(0.5 * previous + beta * x_t, 1.0), obs=y_t), None
+
+        scan(step, 0.0, (x, y))
+
+    with pytest.raises(am.ModelError, match=r"Argument `x` is a covariate series along the program's scan "
+                                            r"\(level `time`\).*obs=x_t"):
+        am.compile(regression, args=(RNG.normal(size=30), RNG.normal(size=30)), sizes={"time": (10, 40)})
+
+    def clashing(y):
+        numpyro.sample("y_start", dist.Normal(0, 1))
+        ar2_scan(y)
+
+    with pytest.raises(am.ModelError, match=r"start values of series `y` \(argument `y`\) become the covariate "
+                                            r"site `y_start`, but the program has a site of that name"):
+        am.compile(clashing, args=(_ar2_series(30, RNG),), sizes={"time": (10, 40)})
+
+
+def test_a_scan_and_rows_grouped_by_an_index_are_refused_together():
+    def grouped_rows_and_a_series(group_idx, x, y):
+        mu = numpyro.sample("mu", dist.Normal(0, 1))
+        with numpyro.plate("group", len(np.unique(group_idx))):
+            a = numpyro.sample("a", dist.Normal(mu, 1))
+        with numpyro.plate("rows", len(group_idx)):
+            numpyro.sample("x", dist.Normal(a[group_idx], 1.0), obs=x)
+
+        def step(previous, y_t):
+            return numpyro.sample("y", dist.Normal(mu + 0.5 * previous, 1.0), obs=y_t), None
+
+        scan(step, 0.0, y)
+
+    index = np.repeat(np.arange(4), 3)
+    with pytest.raises(am.ModelError, match="has a scan and rows grouped by an index.*Nest the rows"):
+        am.compile(grouped_rows_and_a_series, args=(index, RNG.normal(size=12), RNG.normal(size=20)),
+                   sizes={"group": (2, 6), "rows": (1, 4), "time": (10, 30)})
+
+
 def test_a_plate_opened_inside_the_scans_step_is_refused_with_the_fix():
     """NumPyro's hmm_enum opens its plate of sequences inside each step; amortize's rule (the plate around
     the scan) is stated instead of a failure deep in the graph."""
