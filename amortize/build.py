@@ -29,6 +29,7 @@ __all__ = [
     "network_spec",
     "summary_networks",
     "data_standardization",
+    "packable_levels",
     "embed",
     "log_prob",
     "draw_latents",
@@ -318,21 +319,36 @@ def _standardized_data(net: AmortizerNetwork, name: str, value: jax.Array) -> ja
     return (value - net.data_loc[name][...]) / net.data_scale[name][...]
 
 
-def embed(net: AmortizerNetwork, spec: NetworkSpec, data: dict, masks: dict) -> dict[str, jax.Array]:
+def packable_levels(spec: NetworkSpec) -> tuple[str, ...]:
+    """Levels whose summaries can run packed (:mod:`amortize.networks.packing`): no latent lives there
+    (their instance embeddings condition nothing), they are sets (not ordered), and the summary is a deepset."""
+    if spec.config.summary != "deepset":
+        return ()
+    occupied = {f.level for f in spec.factors}
+    return tuple(lv.name for lv in spec.levels if lv.name not in occupied and not lv.ordered)
+
+
+def embed(net: AmortizerNetwork, spec: NetworkSpec, data: dict, masks: dict,
+          packing: dict | None = None) -> dict[str, jax.Array]:
     """Data → embeddings, innermost levels first.
 
     Parameters
     ----------
     data : dict of site → ``(B, *plates, features)``
     masks : dict of plate → ``(B, *plates)``
+    packing : dict of plate → :class:`amortize.networks.packing.Packing`, optional
+        Levels (of :func:`packable_levels`) whose instance encoder and pooling
+        run on their real instances only; the same result up to the order of
+        floating-point sums, without the work on padding.
 
     Returns
     -------
     dict
-        ``"global"`` → ``(B, embed_dim)`` and, per plate, instance embeddings
-        ``(B, *plates, embed_dim)``.
+        ``"global"`` → ``(B, embed_dim)`` and, per plate that is not packed,
+        instance embeddings ``(B, *plates, embed_dim)``.
     """
     embeddings, pooled = {}, {}
+    packing = packing or {}
     batch = next(iter(masks.values())).shape[0] if masks else next(iter(data.values())).shape[0]
     for level in reversed(spec.levels):
         parts = [_standardized_data(net, n, data[n]) for n, _ in level.data]
@@ -341,8 +357,14 @@ def embed(net: AmortizerNetwork, spec: NetworkSpec, data: dict, masks: dict) -> 
         parts += [pooled[child] for child in level.children]
         shape = masks[level.name].shape
         inputs = jnp.concatenate(parts, axis=-1) if parts else jnp.zeros(shape + (0,))
-        embeddings[level.name] = net.summaries[level.name].embed(inputs)
-        pooled[level.name] = net.summaries[level.name].pool(inputs, embeddings[level.name], masks[level.name])
+        summary = net.summaries[level.name]
+        if level.name in packing:
+            rows = packing[level.name].gather(inputs)
+            sets = summary.pool(rows, summary.embed(rows), packing[level.name].sets)
+            pooled[level.name] = sets.reshape(shape[:-1] + sets.shape[-1:])
+            continue
+        embeddings[level.name] = summary.embed(inputs)
+        pooled[level.name] = summary.pool(inputs, embeddings[level.name], masks[level.name])
     parts = [_standardized_data(net, n, data[n]) for n, _ in spec.root_data]
     parts += [pooled[p] for p in spec.top_plates]
     inputs = jnp.concatenate(parts, axis=-1) if parts else jnp.ones((batch, 1))
@@ -398,7 +420,7 @@ def _instance_mask(masks: dict, factor: FactorSpec, batch: int) -> jax.Array:
 
 
 def log_prob(net: AmortizerNetwork, spec: NetworkSpec, latents: dict, data: dict,
-             masks: dict, per_instance: bool = False) -> dict[str, jax.Array]:
+             masks: dict, per_instance: bool = False, packing: dict | None = None) -> dict[str, jax.Array]:
     """log q of the simulated latents, per factor, summed over instances.
 
     Parameters
@@ -408,6 +430,8 @@ def log_prob(net: AmortizerNetwork, spec: NetworkSpec, latents: dict, data: dict
     per_instance : bool
         Return every instance's term ``(B, *plates)`` (zero where masked out)
         instead of their sum (not for Markov chains, whose log q is the chain's).
+    packing : dict, optional
+        Packed levels, as in :func:`embed`.
 
     Returns
     -------
@@ -415,7 +439,7 @@ def log_prob(net: AmortizerNetwork, spec: NetworkSpec, latents: dict, data: dict
         Log density in standardized coordinates (the standardization's constant
         Jacobian is left out; it does not change the gradients).
     """
-    embeddings = embed(net, spec, data, masks)
+    embeddings = embed(net, spec, data, masks, packing)
     standardized = {
         f.name: (latents[f.name] - net.latent_loc[f.name][...]) / net.latent_scale[f.name][...]
         for f in spec.factors

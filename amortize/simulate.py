@@ -129,7 +129,7 @@ def from_canonical(value: jax.Array, site: Site, event_shape: tuple[int, ...] | 
     return jnp.transpose(value, perm).reshape(lead + tuple(batch) + event_shape[len(folded):])
 
 
-def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, jax.Array]:
+def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int, stratified: bool = False) -> dict[str, jax.Array]:
     """Draw ragged plate sizes as masks.
 
     A top-level plate draws one size per data set, uniformly in its training
@@ -147,6 +147,14 @@ def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, 
       (radon: most counties have a handful of houses, two have over 100),
       which the uniform designs almost never produce.
 
+    With ``stratified``, every data set's sizes follow the same distribution,
+    but the batch covers it evenly: the top-level sizes are stratified (data
+    set ``b`` draws its size in a random one of ``batch_size`` equal slices of
+    the range, each slice used once) and the three designs take turns. The
+    batch's total number of instances then varies little from batch to batch
+    (what a packed layout, :mod:`amortize.networks.packing`, pads to); the
+    expected loss is unchanged, as each data set's distribution is.
+
     Returns
     -------
     dict of str to Array
@@ -160,13 +168,23 @@ def draw_masks(key: jax.Array, graph: ModelGraph, batch_size: int) -> dict[str, 
         range_key, count_key = jax.random.split(k)
         shape = parent.shape
         lead = (batch_size,) + (1,) * (len(shape) - 1)
-        if plate.parent is None:  # a top-level plate: one size per data set over the whole range
+        if plate.parent is None and stratified:  # slice b of the range for data set perm(b), uniform within
+            slice_key, within_key = jax.random.split(jax.random.fold_in(count_key, 1))
+            share = (jax.random.permutation(slice_key, batch_size)
+                     + jax.random.uniform(within_key, (batch_size,))) / batch_size
+            counts = jnp.minimum(low + jnp.floor(share * (high - low + 1)).astype(jnp.int32), high)
+        elif plate.parent is None:  # a top-level plate: one size per data set over the whole range
             counts = jax.random.randint(count_key, shape, low, high + 1)
-        else:
+        if plate.parent is not None:
             bound_key, scheme_key = jax.random.split(range_key)
             uniform_key, log_key = jax.random.split(count_key)
             sub = jnp.sort(jax.random.randint(bound_key, (batch_size, 2), low, high + 1), axis=1)
-            scheme = jax.random.randint(scheme_key, (batch_size,), 0, 3)
+            if stratified:  # the designs take turns from a random start, in a random order
+                offset_key, order_key = jax.random.split(jax.random.fold_in(scheme_key, 1))
+                turns = (jnp.arange(batch_size) + jax.random.randint(offset_key, (), 0, 3)) % 3
+                scheme = jax.random.permutation(order_key, turns)
+            else:
+                scheme = jax.random.randint(scheme_key, (batch_size,), 0, 3)
             bounds = jnp.where((scheme == 1)[:, None], sub, jnp.array([low, high]))
             uniform = jax.random.randint(uniform_key, shape, bounds[:, 0].reshape(lead),
                                          bounds[:, 1].reshape(lead) + 1)
@@ -264,7 +282,7 @@ def _design_rows(key: jax.Array, graph: ModelGraph, factorization: Factorization
 
 def simulate(
     key: jax.Array, graph: ModelGraph, factorization: Factorization, batch_size: int,
-    design: Design | None = None, design_share: float = 1.0,
+    design: Design | None = None, design_share: float = 1.0, stratified: bool = False,
 ) -> Simulation:
     """Simulate ``batch_size`` data sets with ragged sizes (pure; jit it at the call site).
 
@@ -281,6 +299,8 @@ def simulate(
         Share of the batch simulated on ``design`` (rounded to whole data
         sets); the rest draws sizes over the training ranges, as without a
         design, and every array is padded to the largest trained sizes.
+    stratified : bool
+        Draw the batch's sizes stratified (see :func:`draw_masks`).
 
     Returns
     -------
@@ -295,7 +315,7 @@ def simulate(
         range_key, design_key = jax.random.split(sim_key) if n_design else (sim_key, None)
         keys = jax.random.split(range_key, batch_size - n_design)
         latents, data = jax.vmap(lambda k: _simulate_one(k, graph, factorization))(keys)
-        masks = draw_masks(mask_key, graph, batch_size - n_design)
+        masks = draw_masks(mask_key, graph, batch_size - n_design, stratified)
         if n_design:
             rows = _design_rows(design_key, graph, factorization, design.padded_to(graph.max_sizes()), n_design)
             latents, data, masks = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), (latents, data, masks), rows)

@@ -17,7 +17,7 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,13 +25,15 @@ import numpy as np
 import optax
 from flax import nnx
 
-from amortize.build import AmortizerNetwork, NetworkSpec, Standardization, log_prob
+from amortize.build import AmortizerNetwork, NetworkSpec, Standardization, log_prob, packable_levels
 from amortize.errors import TrainingError
 from amortize.design import Design
 from amortize.graph import Factorization, ModelGraph
-from amortize.simulate import Simulation, chunked_simulator, simulate
+from amortize.networks.packing import pack, packing_total
+from amortize.simulate import Simulation, chunked_simulator, draw_masks, simulate
 
-__all__ = ["TrainConfig", "checked_budget", "fit_network", "optimize", "set_standardization", "valid_mean"]
+__all__ = ["TrainConfig", "PackedSimulation", "checked_budget", "fit_network", "optimize", "packing_totals",
+           "set_standardization", "valid_mean"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +75,17 @@ class TrainConfig:
         ``learning_rate -> optax.GradientTransformation`` to replace Adam(W),
         e.g. ``optax.lion``. It is called with learning rate 1; the training
         step scales its updates by :meth:`learning_rate_at`.
+    pack : bool
+        Run the summaries of levels where no latent lives (observations,
+        usually) on their real instances only (:mod:`amortize.networks.packing`)
+        during online training, wherever a batch pads the level to at least
+        ``MIN_PACKED_SLOTS`` (16,384) slots and packing leaves out at least a
+        quarter of them. The loss is the same up to the order of float sums;
+        packed batches draw their sizes stratified (each data set's
+        distribution unchanged), and the rare batch with more real instances
+        than the packed length leaves its last data sets out (counted in
+        ``invalid``). The validation set is packed exactly; sampling and
+        training on a fixed ``simulation_budget`` stay padded.
     """
 
     learning_rate: float = 1e-3
@@ -87,6 +100,7 @@ class TrainConfig:
     max_consecutive_nonfinite: int = 20
     max_data_deviation: float = 1e6
     optimizer: Callable | None = None
+    pack: bool = True
 
     def __post_init__(self):
         if not self.learning_rate > 0:
@@ -208,9 +222,77 @@ def _within_range(net: AmortizerNetwork, spec: NetworkSpec, sim: Simulation, bou
     return sim._replace(data=data, valid=valid)
 
 
-def _negative_log_posterior(net: AmortizerNetwork, spec: NetworkSpec, sim: Simulation):
+class PackedSimulation(NamedTuple):
+    """A training batch with the packing of its levels (:mod:`amortize.networks.packing`).
+
+    ``sim.valid`` already excludes the data sets that did not fit.
+    """
+
+    sim: Simulation
+    packing: dict
+
+    @property
+    def valid(self) -> jax.Array:
+        return self.sim.valid
+
+
+#: A level is packed only where a training batch pads it to at least this many instance slots: below
+#: that, choosing the packed length (a compiled pass over 64 sample batches) costs more than it saves.
+MIN_PACKED_SLOTS = 16384
+
+
+def packing_totals(spec: NetworkSpec, sample_masks: Callable[[jax.Array], dict], key: jax.Array,
+                   batches: int = 64, levels: list[str] | None = None) -> dict[str, int]:
+    """Packed lengths of the levels worth packing, from the masks of ``batches`` sample batches.
+
+    Parameters
+    ----------
+    sample_masks : callable
+        ``key -> masks`` of one training batch (plate → ``(B, *plates)``), jittable.
+    levels : list of str, optional
+        Candidates among :func:`amortize.build.packable_levels` (default: all of them).
+
+    Returns
+    -------
+    dict of plate → int
+        Levels of :func:`amortize.build.packable_levels` whose packed length
+        (:func:`amortize.networks.packing.packing_total`) is at most three
+        quarters of their padded slots.
+    """
+    levels = [lv for lv in packable_levels(spec) if levels is None or lv in levels]
+    if not levels:
+        return {}
+    counts = jax.jit(jax.vmap(lambda k: {n: jnp.sum(m) for n, m in sample_masks(k).items() if n in levels}))(
+        jax.random.split(key, batches))
+    shapes = jax.eval_shape(sample_masks, key)
+    totals = {}
+    for name in levels:
+        padded = math.prod(shapes[name].shape)
+        total = packing_total(np.asarray(counts[name]), padded)
+        if total <= 0.75 * padded:
+            totals[name] = total
+    return totals
+
+
+def _exact_total(mask, quantum: int = 256) -> int:
+    """Packed length that holds every real instance of ``mask`` (a fixed batch: validation)."""
+    return max(quantum, -(-int(np.sum(mask)) // quantum) * quantum)
+
+
+def _packed(sim: Simulation, totals: dict[str, int]) -> Simulation | PackedSimulation:
+    if not totals:
+        return sim
+    packing, valid = {}, sim.valid
+    for name, total in totals.items():
+        packing[name], fits = pack(sim.masks[name], total)
+        valid &= fits
+    return PackedSimulation(sim._replace(valid=valid), packing)
+
+
+def _negative_log_posterior(net: AmortizerNetwork, spec: NetworkSpec, batch: Simulation | PackedSimulation):
     """Mean over valid simulations of -log q(latents | data), in total and per factor."""
-    per_factor = log_prob(net, spec, sim.latents, sim.data, sim.masks)
+    sim, packing = (batch.sim, batch.packing) if isinstance(batch, PackedSimulation) else (batch, None)
+    per_factor = log_prob(net, spec, sim.latents, sim.data, sim.masks, packing=packing)
     total = sum(per_factor.values())
     return -valid_mean(total, sim.valid), {f"loss_{name}": -valid_mean(values, sim.valid)
                                            for name, values in per_factor.items()}
@@ -265,22 +347,39 @@ def fit_network(
     dict of str to numpy array
         The history of :func:`optimize`, with ``val_loss_<factor>`` per factor.
     """
-    def loss(network, sim, key, fraction):
-        value, parts = _negative_log_posterior(network, spec, sim)
+    def loss(network, batch, key, fraction):
+        value, parts = _negative_log_posterior(network, spec, batch)
         if extra_loss is None:
             return value, parts
+        sim = batch.sim if isinstance(batch, PackedSimulation) else batch
         extra, extra_parts = extra_loss(network, sim, key, fraction)
         return value + extra, parts | extra_parts
 
     host = simulator or chunked_simulator(graph, factorization, design=design, design_share=design_share)
+    totals, started = {}, time.perf_counter()
+    sizes = graph.max_sizes()
+    worth = [lv for lv in packable_levels(spec)
+             if batch_size * math.prod(sizes[p] for p in graph.plates[lv].path) >= MIN_PACKED_SLOTS]
+    if config.pack and simulation_budget is None and worth:
+        if design is None:
+            def masks(k):
+                return draw_masks(jax.random.split(k)[1], graph, batch_size, stratified=True)  # simulate's mask key
+        else:
+            def masks(k):
+                return simulate(k, graph, factorization, batch_size, design, design_share, stratified=True).masks
+        totals = packing_totals(spec, masks, jax.random.fold_in(key, 0x9AC), levels=worth)
+    if time_limit is not None:  # the budget includes choosing the packed lengths
+        time_limit = max(time_limit - (time.perf_counter() - started), 1e-3)
     return optimize(
         net, loss,
-        lambda k, n: _within_range(net, spec, simulate(k, graph, factorization, n, design, design_share),
-                                   config.max_data_deviation),
+        lambda k, n: _packed(_within_range(net, spec, simulate(k, graph, factorization, n, design, design_share,
+                                                               stratified=bool(totals)),
+                                           config.max_data_deviation), totals),
         lambda k, n: _within_range(net, spec, host(k, n), config.max_data_deviation),
         key=key, steps=steps,
         batch_size=batch_size, config=config, time_limit=time_limit,
-        simulation_budget=simulation_budget, progress=progress, on_validation=on_validation)
+        simulation_budget=simulation_budget, progress=progress, on_validation=on_validation,
+        validation_layout=lambda sim: _packed(sim, {n: _exact_total(sim.masks[n]) for n in totals}))
 
 
 def optimize(
@@ -297,6 +396,7 @@ def optimize(
     simulation_budget: int | None = None,
     progress: bool = True,
     on_validation: Callable[[dict], None] | None = None,
+    validation_layout: Callable | None = None,
 ) -> dict:
     """Train ``net``'s parameters in place on simulations; return the history.
 
@@ -340,6 +440,9 @@ def optimize(
     on_validation : callable, optional
         Called after every validation with the history so far, once ``net``
         holds the current weights (for checkpoints).
+    validation_layout : callable, optional
+        ``batch -> batch`` applied once to the validation simulations (e.g.
+        packing them); ``loss_fn`` must accept what it returns.
 
     Returns
     -------
@@ -368,7 +471,8 @@ def optimize(
     opt_state = tx.init(params)
     val_key, train_key, data_key = jax.random.split(key, 3)
     loss_key = jax.random.fold_in(key, 0x5C)  # keys of losses that draw from the networks
-    validation = jax.device_put(simulator(val_key, config.validation_size))
+    validation = simulator(val_key, config.validation_size)
+    validation = jax.device_put(validation if validation_layout is None else validation_layout(validation))
     store = None
     if simulation_budget is not None:
         if simulation_budget < batch_size:

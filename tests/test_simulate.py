@@ -117,3 +117,26 @@ def test_skewed_designs_with_many_small_groups_are_drawn():
     assert counts.min() >= 1 and counts.max() <= 120
     skewed = (np.median(counts, axis=1) <= 10) & (counts.max(axis=1) >= 50)
     assert 0.12 < skewed.mean() < 0.25
+
+
+def test_stratified_sizes_keep_every_data_sets_distribution_and_steady_the_batch_total():
+    """Training batches that are packed draw their sizes stratified: each data set's sizes keep their
+    distribution (so the expected loss is unchanged), while the batch's total varies less."""
+    from scipy import stats
+
+    graph = build_graph(two_level, ["y"], {"group": (2, 9), "obs": (1, 30)})
+
+    def counts(stratified):
+        draw = jax.jit(jax.vmap(lambda k: {n: m.sum(axis=-1) for n, m in draw_masks(k, graph, 16, stratified).items()}))
+        out = draw(jax.random.split(jax.random.key(7), 2000))
+        return np.asarray(out["group"]), np.asarray(out["obs"]).sum(-1)   # (batches, 16), (batches, 16)
+
+    groups, totals = counts(stratified=True)
+    for position in (0, 15):  # each data set's number of groups: uniform on 2..9 (chi-square, 7 df, p = 0.001)
+        observed = np.bincount(groups[:, position] - 2, minlength=8)
+        assert stats.chisquare(observed).statistic < 24.3
+    plain_groups, plain_totals = counts(stratified=False)
+    # A data set's number of observations (designs and group sizes together) has the same distribution.
+    assert stats.ks_2samp(totals[:, 3], plain_totals[:, 3]).pvalue > 0.001
+    assert stats.ks_2samp(totals.ravel(), plain_totals.ravel()).pvalue > 0.001
+    assert totals.sum(1).std() < 0.75 * plain_totals.sum(1).std()

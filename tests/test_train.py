@@ -41,6 +41,33 @@ def test_one_compiled_training_step_for_every_size(monkeypatch):
     assert len(amortizer.history["loss"]) == 37
 
 
+def test_ragged_training_packs_the_observations_in_one_compiled_step(monkeypatch):
+    """2–30 groups × 1–20 observations at batch 32 pads 19,200 observation slots, about a third real:
+    the training step and the validation loss run packed, each compiled once."""
+    batches = []
+    original = train_module._negative_log_posterior
+
+    def recording_loss(net, spec, batch):
+        batches.append(batch)
+        return original(net, spec, batch)
+
+    monkeypatch.setattr(train_module, "_negative_log_posterior", recording_loss)
+    amortizer = am.compile(two_level, data=["y"], sizes={"group": (2, 30), "obs": (1, 20)}, network=SMALL)
+    history = amortizer.fit(steps=30, batch_size=32, seed=0, progress=False,
+                            config=am.TrainConfig(steps_per_call=10, validation_every=10))
+    assert len(batches) == 2 and all(isinstance(b, train_module.PackedSimulation) for b in batches)
+    training, validation = sorted(batches, key=lambda b: b.valid.shape[0])   # 32 and 256 data sets
+    assert training.packing["obs"].rows.shape[0] < 0.6 * 32 * 30 * 20      # well below the padding
+    assert validation.packing["obs"].rows.shape[0] < 0.6 * 256 * 30 * 20
+    assert np.isfinite(history["loss"]).all() and history["invalid"].sum() == 0
+    assert history["val_loss"][-1] < history["val_loss"][0]
+    unpacked = am.compile(two_level, data=["y"], sizes={"group": (2, 30), "obs": (1, 20)}, network=SMALL)
+    batches.clear()
+    unpacked.fit(steps=10, batch_size=32, seed=0, progress=False,
+                 config=am.TrainConfig(steps_per_call=10, pack=False))
+    assert not any(isinstance(b, train_module.PackedSimulation) for b in batches)
+
+
 def test_fixed_simulation_budget_trains_for_epochs():
     amortizer = am.compile(two_level, data=["y"], sizes={"group": (2, 6), "obs": (1, 5)}, network=SMALL)
     history = amortizer.fit(steps=60, batch_size=16, seed=0, simulation_budget=96, progress=False)

@@ -22,47 +22,108 @@ many there are.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from amortize.networks.mlp import ACTIVATIONS, KERNEL_INIT, MLP
 
-__all__ = ["LevelSummary", "masked_mean", "masked_sd", "masked_correlations", "masked_extremes", "count_features"]
+__all__ = ["LevelSummary", "Padded", "Packed", "masked_mean", "masked_sd", "masked_correlations", "masked_extremes", "count_features"]
 
 _NEG = -1e9
 
 
-def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean of ``x (..., n, f)`` over ``n`` where ``mask (..., n)``; zero for empty sets."""
-    weights = mask[..., None].astype(x.dtype)
-    total = jnp.sum(x * weights, axis=-2)
-    count = jnp.maximum(jnp.sum(weights, axis=-2), 1.0)
-    return total / count
+class Padded(NamedTuple):
+    """Sets laid out padded: instances along axis ``-2`` of ``(..., n, f)``, ``mask (..., n)`` marks the real ones."""
+
+    mask: jax.Array
+
+    def sum(self, x: jax.Array) -> jax.Array:
+        """``(..., n, f)`` → per-set sums ``(..., f)``."""
+        return jnp.sum(x * self.mask[..., None].astype(x.dtype), axis=-2)
+
+    def extremes(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        keep = self.mask[..., None]
+        return (jnp.min(jnp.where(keep, x, jnp.inf), axis=-2), jnp.max(jnp.where(keep, x, -jnp.inf), axis=-2))
+
+    def count(self) -> jax.Array:
+        """Instances per set ``(...)``, float."""
+        return jnp.sum(self.mask, axis=-1).astype(jnp.float32)
+
+    def spread(self, per_set: jax.Array) -> jax.Array:
+        """Per-set values ``(..., f)`` → each instance's ``(..., 1, f)`` (broadcasts against ``(..., n, f)``)."""
+        return per_set[..., None, :]
 
 
-def masked_sd(x: jax.Array, mask: jax.Array) -> jax.Array:
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["segment", "weight"], meta_fields=["num_sets"])
+@dataclasses.dataclass(frozen=True)
+class Packed:
+    """Sets laid out packed (ragged, no padding): the real instances of all sets in one array ``(T, f)``.
+
+    ``segment (T,)`` says which set each row belongs to (``0 .. num_sets - 1``)
+    and ``weight (T,)`` is 1 for a real row and 0 for the filler rows after the
+    last one. Built by :func:`amortize.networks.packing.pack`; a pytree whose
+    ``num_sets`` is static (it passes through ``jit`` as part of the shape).
+    """
+
+    segment: jax.Array
+    weight: jax.Array
+    num_sets: int
+
+    def sum(self, x: jax.Array) -> jax.Array:
+        return jax.ops.segment_sum(x * self.weight[:, None], self.segment, self.num_sets)
+
+    def extremes(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        keep = self.weight[:, None] > 0
+        return (jax.ops.segment_min(jnp.where(keep, x, jnp.inf), self.segment, self.num_sets),
+                jax.ops.segment_max(jnp.where(keep, x, -jnp.inf), self.segment, self.num_sets))
+
+    def count(self) -> jax.Array:
+        return jax.ops.segment_sum(self.weight, self.segment, self.num_sets)
+
+    def spread(self, per_set: jax.Array) -> jax.Array:
+        return per_set[self.segment]
+
+
+def _sets(mask_or_sets) -> Padded | Packed:
+    return mask_or_sets if isinstance(mask_or_sets, (Padded, Packed)) else Padded(mask_or_sets)
+
+
+def masked_mean(x: jax.Array, mask) -> jax.Array:
+    """Mean of ``x (..., n, f)`` over ``n`` where ``mask (..., n)``; zero for empty sets.
+
+    ``mask`` may also be a :class:`Padded` or :class:`Packed` layout (then ``x`` is ``(T, f)``).
+    """
+    sets = _sets(mask)
+    return sets.sum(x) / jnp.maximum(sets.count(), 1.0)[..., None]
+
+
+def masked_sd(x: jax.Array, mask) -> jax.Array:
     """Standard deviation (divisor n) of ``x (..., n, f)`` over ``n`` where ``mask (..., n)``.
 
     Zero for sets of fewer than two instances. The small floor inside the
     square root keeps the gradient finite at zero spread.
     """
-    _, _, variance = _centred(x, mask)
+    _, _, variance = _centred(x, _sets(mask))
     return _sd(variance)
 
 
-def _centred(x: jax.Array, mask: jax.Array):
-    """Masked mean ``(..., f)``, centred values ``(..., n, f)`` and masked variance ``(..., f)``."""
-    mean = masked_mean(x, mask)
-    centred = x - mean[..., None, :]
-    return mean, centred, masked_mean(centred**2, mask)
+def _centred(x: jax.Array, sets):
+    """Per-set mean ``(..., f)``, centred values (``x``'s shape) and per-set variance ``(..., f)``."""
+    mean = masked_mean(x, sets)
+    centred = x - sets.spread(mean)
+    return mean, centred, masked_mean(centred**2, sets)
 
 
 def _sd(variance: jax.Array) -> jax.Array:
     return jnp.sqrt(variance + 1e-6) - 1e-3
 
 
-def masked_correlations(x: jax.Array, mask: jax.Array) -> jax.Array:
+def masked_correlations(x: jax.Array, mask) -> jax.Array:
     """Correlations of every pair of features of ``x (..., n, f)`` over ``n`` where ``mask (..., n)``.
 
     Returns ``(..., f (f - 1) / 2)`` in the order of ``numpy.triu_indices(f, 1)``.
@@ -70,22 +131,22 @@ def masked_correlations(x: jax.Array, mask: jax.Array) -> jax.Array:
     constant) gives correlation 0: the small floor in the denominator keeps the
     value and its gradient finite.
     """
-    _, centred, variance = _centred(x, mask)
-    return _correlations(centred, variance, mask)
+    sets = _sets(mask)
+    _, centred, variance = _centred(x, sets)
+    return _correlations(centred, variance, sets)
 
 
-def _correlations(centred: jax.Array, variance: jax.Array, mask: jax.Array) -> jax.Array:
+def _correlations(centred: jax.Array, variance: jax.Array, sets) -> jax.Array:
     rows, cols = jnp.triu_indices(centred.shape[-1], 1)
-    covariance = masked_mean(centred[..., rows] * centred[..., cols], mask)
+    covariance = masked_mean(centred[..., rows] * centred[..., cols], sets)
     return covariance * jax.lax.rsqrt((variance[..., rows] + 1e-3) * (variance[..., cols] + 1e-3))
 
 
-def masked_extremes(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+def masked_extremes(x: jax.Array, mask) -> tuple[jax.Array, jax.Array]:
     """Minimum and maximum ``(..., f)`` of ``x (..., n, f)`` over ``n`` where ``mask (..., n)``; zero for empty sets."""
-    keep = mask[..., None]
-    nonempty = jnp.any(keep, axis=-2)
-    low = jnp.min(jnp.where(keep, x, jnp.inf), axis=-2)
-    high = jnp.max(jnp.where(keep, x, -jnp.inf), axis=-2)
+    sets = _sets(mask)
+    low, high = sets.extremes(x)
+    nonempty = (sets.count() > 0)[..., None]
     return jnp.where(nonempty, low, 0.0), jnp.where(nonempty, high, 0.0)
 
 
@@ -93,13 +154,13 @@ def masked_extremes(x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array
 MAX_CORRELATED_FEATURES = 8
 
 
-def count_features(mask: jax.Array) -> jax.Array:
+def count_features(mask) -> jax.Array:
     """``(..., n)`` mask → ``(..., 2)``: log(1 + n) and 1/sqrt(n) (0 for an empty set).
 
     Means lose the number of instances; these two features give it back, in
     the forms that posterior precisions and standard errors scale with.
     """
-    n = jnp.sum(mask, axis=-1).astype(jnp.float32)
+    n = _sets(mask).count()
     return jnp.stack([jnp.log1p(n), jnp.where(n > 0, jax.lax.rsqrt(jnp.maximum(n, 1.0)), 0.0)], axis=-1)
 
 
@@ -184,19 +245,20 @@ class LevelSummary(nnx.Module):
         """Instance embeddings: ``(..., n, in_features)`` → ``(..., n, embed_dim)``."""
         return self.encoder(_nonempty(inputs))
 
-    def pool(self, inputs: jax.Array, embeddings: jax.Array, mask: jax.Array) -> jax.Array:
+    def pool(self, inputs: jax.Array, embeddings: jax.Array, mask) -> jax.Array:
         """Pool instances into one vector per enclosing instance.
 
         Parameters
         ----------
-        inputs : ``(..., n, in_features)``
+        inputs : ``(..., n, in_features)``, or ``(T, in_features)`` packed
             The instances' inputs; their masked mean and standard deviation
             are passed on as is (a skip connection: for data they are the
             sample mean and spread, which location and scale parameters depend
             on and which the embedding would otherwise have to learn to carry
             exactly).
-        embeddings : ``(..., n, embed_dim)``
-        mask : ``(..., n)``
+        embeddings : ``(..., n, embed_dim)``, or ``(T, embed_dim)`` packed
+        mask : ``(..., n)`` boolean, or a :class:`Padded` / :class:`Packed` layout
+            (packed: deepset only; the result is then ``(num_sets, out_features)``)
 
         Returns
         -------
@@ -205,17 +267,21 @@ class LevelSummary(nnx.Module):
             sd (``in_features`` each) and the correlations of the data features.
         """
         act = ACTIVATIONS[self.activation]
+        sets = _sets(mask)
         if self.kind == "deepset":
             features = act(embeddings)
             # Mean and scaled sum: many posteriors depend on sums over instances
             # (precisions add up), which a mean and a count give only through a
             # product the network would have to learn.
-            total = jnp.sum(features * mask[..., None], axis=-2) / self.max_size
-            pooled = [masked_mean(features, mask), total]
+            total = sets.sum(features) / self.max_size
+            pooled = [masked_mean(features, sets), total]
             if self.extremes:
-                pooled.append(masked_extremes(features, mask)[1])
+                pooled.append(masked_extremes(features, sets)[1])
             pooled = jnp.concatenate(pooled, axis=-1)
+        elif isinstance(sets, Packed):
+            raise ValueError("Packed sets need the deepset summary; the set transformer attends over padded sets.")
         else:
+            mask = sets.mask
             h = self.inner(embeddings)
             lead = h.shape[:-2]
             flat_h = h.reshape((-1,) + h.shape[-2:])
@@ -228,14 +294,14 @@ class LevelSummary(nnx.Module):
             pooled = pooled.reshape(lead + (pooled.shape[-1],))
         raw = _nonempty(inputs)
         # One centring pass serves the means, sds and correlations.
-        mean, centred, variance = _centred(raw, mask)
+        mean, centred, variance = _centred(raw, sets)
         moments = [mean, _sd(variance)]
         if self.correlated:
             c = self.correlated
-            moments.append(_correlations(centred[..., :c], variance[..., :c], mask))
+            moments.append(_correlations(centred[..., :c], variance[..., :c], sets))
         if self.extremes:
-            moments.extend(masked_extremes(raw, mask))
-        summary = self.outer(jnp.concatenate([pooled, *moments, count_features(mask)], axis=-1))
+            moments.extend(masked_extremes(raw, sets))
+        summary = self.outer(jnp.concatenate([pooled, *moments, count_features(sets)], axis=-1))
         # The raw moments also bypass ρ on the way up: a parent level sees, e.g.,
         # each group's exact sample mean and sd, whatever ρ learned to keep
         # (ρ is shared with the local factors, whose gradients dominate).
