@@ -262,7 +262,7 @@ def packing_totals(spec: NetworkSpec, sample_masks: Callable[[jax.Array], dict],
     sample_masks : callable
         ``key -> masks`` of one training batch (plate → ``(B, *plates)``), jittable.
     levels : list of str, optional
-        Candidates among :func:`amortize.build.packable_levels` (default: all of them).
+        Candidates, a subset of :func:`amortize.build.packable_levels` (default: all of them).
 
     Returns
     -------
@@ -271,7 +271,7 @@ def packing_totals(spec: NetworkSpec, sample_masks: Callable[[jax.Array], dict],
         (:func:`amortize.networks.packing.packing_total`) is at most three
         quarters of their padded slots.
     """
-    levels = [lv for lv in packable_levels(spec) if levels is None or lv in levels]
+    levels = packable_levels(spec) if levels is None else levels
     if not levels:
         return {}
     counts = jax.jit(jax.vmap(lambda k: {n: jnp.sum(m) for n, m in sample_masks(k).items() if n in levels}))(
@@ -286,11 +286,6 @@ def packing_totals(spec: NetworkSpec, sample_masks: Callable[[jax.Array], dict],
     return totals
 
 
-def _exact_total(mask, quantum: int = 256) -> int:
-    """Packed length that holds every real instance of ``mask`` (a fixed batch: validation)."""
-    return max(quantum, -(-int(np.sum(mask)) // quantum) * quantum)
-
-
 def _packed(sim: Simulation, totals: dict[str, int]) -> Simulation | PackedSimulation:
     if not totals:
         return sim
@@ -301,9 +296,14 @@ def _packed(sim: Simulation, totals: dict[str, int]) -> Simulation | PackedSimul
     return PackedSimulation(sim._replace(valid=valid), packing)
 
 
+def _unpacked(batch: Simulation | PackedSimulation) -> tuple[Simulation, dict | None]:
+    """A batch's simulations and the packing of its levels (None for a padded batch)."""
+    return (batch.sim, batch.packing) if isinstance(batch, PackedSimulation) else (batch, None)
+
+
 def _negative_log_posterior(net: AmortizerNetwork, spec: NetworkSpec, batch: Simulation | PackedSimulation):
     """Mean over valid simulations of -log q(latents | data), in total and per factor."""
-    sim, packing = (batch.sim, batch.packing) if isinstance(batch, PackedSimulation) else (batch, None)
+    sim, packing = _unpacked(batch)
     per_factor = log_prob(net, spec, sim.latents, sim.data, sim.masks, packing=packing)
     total = sum(per_factor.values())
     return -valid_mean(total, sim.valid), {f"loss_{name}": -valid_mean(values, sim.valid)
@@ -363,8 +363,7 @@ def fit_network(
         value, parts = _negative_log_posterior(network, spec, batch)
         if extra_loss is None:
             return value, parts
-        sim = batch.sim if isinstance(batch, PackedSimulation) else batch
-        extra, extra_parts = extra_loss(network, sim, key, fraction)
+        extra, extra_parts = extra_loss(network, _unpacked(batch)[0], key, fraction)
         return value + extra, parts | extra_parts
 
     host = simulator or chunked_simulator(graph, factorization, design=design, design_share=design_share)
@@ -391,7 +390,9 @@ def fit_network(
         key=key, steps=steps,
         batch_size=batch_size, config=config, time_limit=time_limit,
         simulation_budget=simulation_budget, progress=progress, on_validation=on_validation,
-        validation_layout=lambda sim: _packed(sim, {n: _exact_total(sim.masks[n]) for n in totals}))
+        # The validation set is fixed: its packed length holds exactly its real instances.
+        validation_layout=lambda sim: _packed(sim, {n: packing_total([np.sum(sim.masks[n])], sim.masks[n].size)
+                                                    for n in totals}))
 
 
 def optimize(
