@@ -13,6 +13,7 @@ from amortize.amortizer import Amortizer, compile  # noqa: E402
 from amortize.build import NetworkConfig  # noqa: E402
 from amortize.compare import ModelComparison, compare  # noqa: E402
 from amortize.design import Design  # noqa: E402
+from amortize.devices import use_cpu_cores  # noqa: E402
 from amortize.errors import (  # noqa: E402
     AmortizationGapWarning,
     AmortizeError,
@@ -27,7 +28,7 @@ from amortize.errors import (  # noqa: E402
 from amortize.refine import Certificate, certificate  # noqa: E402
 from amortize.refine.consistency import SelfConsistency  # noqa: E402
 from amortize.loading import load  # noqa: E402
-from amortize.train import TrainConfig  # noqa: E402
+from amortize.loop import TrainConfig  # noqa: E402
 from amortize import diagnostics, models, reference  # noqa: E402
 
 __all__ = [
@@ -54,4 +55,5 @@ __all__ = [
     "load",
     "models",
     "reference",
+    "use_cpu_cores",
 ]

@@ -32,7 +32,8 @@ from amortize.errors import AmortizeError, AmortizerFileError, ModelError
 from amortize.graph import ModelGraph, build_graph, factorize
 from amortize.networks import MLP
 from amortize.simulate import Simulation, in_chunks, simulate
-from amortize.train import TrainConfig, checked_budget, optimize, set_standardization, valid_mean
+from amortize.loop import TrainConfig, checked_budget, optimize, valid_mean
+from amortize.train import set_standardization
 
 __all__ = ["ModelComparison", "ComparisonNetwork", "ComparisonBatch", "compare"]
 

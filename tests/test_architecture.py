@@ -21,7 +21,7 @@ STAGES = (
     ("amortize.graph",),
     ("amortize.simulate", "amortize.networks", "amortize.data", "amortize.design"),
     ("amortize.build",),
-    ("amortize.train",),
+    ("amortize.devices", "amortize.loop", "amortize.train"),
     ("amortize.infer", "amortize.replay", "amortize.misspecification"),
     ("amortize.refine",),
     ("amortize.convert",),

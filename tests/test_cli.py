@@ -25,6 +25,8 @@ def test_demo_writes_posterior_summary_and_plots(tmp_path, capsys):
     assert tree["posterior"]["theta"].dims == ("chain", "draw", "school")
 
 
-def test_cli_requires_a_command():
-    with pytest.raises(SystemExit):
+def test_cli_requires_a_command(capsys):
+    with pytest.raises(SystemExit) as stop:
         main([])
+    assert stop.value.code != 0  # a usage error, not success
+    assert "demo" in capsys.readouterr().err  # the usage names the commands

@@ -8,7 +8,7 @@ def test_public_names():
         "Amortizer", "AmortizationGapWarning", "AmortizeError", "AmortizerFileError", "Certificate",
         "CertificateWarning", "DataError", "Design", "ModelComparison", "ModelError", "ModelWarning", "NetworkConfig", "RefineError", "SelfConsistency",
         "TrainConfig", "TrainingError", "certificate", "compare", "compile", "diagnostics", "load",
-        "models", "reference",
+        "models", "reference", "use_cpu_cores",
     ])
     import types
 

@@ -92,6 +92,13 @@ def test_predictive_runs_on_an_amortized_posterior(quick_two_level):
     tree = posterior_predictive(quick_two_level.sample({"y": groups}, 200, seed=0), quick_two_level)
     assert tree["posterior_predictive"]["y"].shape == (4, 50, 6)
     assert np.isfinite(tree["posterior_predictive"]["y"].values).all()
+    # Each replicated observation is y_rep = theta[its group] + sigma * eps, draw by draw: so
+    # y_rep - theta has mean 0, and its mean over the 200 draws is within 4 Monte Carlo sds of it
+    # (a y_rep drawn from the wrong group's theta, or from the prior, would be far off).
+    y_rep = tree["posterior_predictive"]["y"].values.reshape(200, 6)
+    theta = tree["posterior"]["theta"].values.reshape(200, 3)
+    residual = y_rep - theta[:, [0, 0, 1, 2, 2, 2]]
+    assert np.all(np.abs(residual.mean(0)) < 4 * residual.std(0) / np.sqrt(200))
     # The same draws give the same replicated data under the same seed.
     again = posterior_predictive(quick_two_level.sample({"y": groups}, 200, seed=0), two_level)
     np.testing.assert_allclose(tree["posterior_predictive"]["y"].values, again["posterior_predictive"]["y"].values)
