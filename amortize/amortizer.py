@@ -499,7 +499,9 @@ class Amortizer:
             stored = persist.restore_programs(archive.programs, archive.path, "am.load(path) without model=")
             model = stored.with_model(model)
         graph = persist.checked_graph(model, manifest, manifest["fingerprint"], archive.path)
-        amortizer = cls(graph, factorize(graph), NetworkConfig(**manifest["network_config"]))
+        # Archives from before scalar_local_hidden existed were built with flow_hidden there.
+        config = NetworkConfig(**{"scalar_local_hidden": None, **manifest["network_config"]})
+        amortizer = cls(graph, factorize(graph), config)
         network = AmortizerNetwork(amortizer.spec, rngs=nnx.Rngs(0))
         persist.fill_weights(network, archive.weights, archive.path)
         amortizer.network = network

@@ -175,22 +175,43 @@ def test_loading_with_an_incompatible_program(trained_conjugate, tmp_path):
         am.load(path, model=other_program)
 
 
-def test_loading_a_file_of_another_version(trained_conjugate, tmp_path):
+def _edit_manifest(path, edit):
     import json
     import zipfile
 
-    path = tmp_path / "conjugate.amortizer"
-    trained_conjugate.save(path)
     with zipfile.ZipFile(path) as archive:
         files = {name: archive.read(name) for name in archive.namelist()}
     manifest = json.loads(files["manifest.json"])
-    manifest["version"] = 99
+    edit(manifest)
     files["manifest.json"] = json.dumps(manifest).encode()
     with zipfile.ZipFile(path, "w") as archive:
         for name, content in files.items():
             archive.writestr(name, content)
+
+
+def test_loading_a_file_of_another_version(trained_conjugate, tmp_path):
+    path = tmp_path / "conjugate.amortizer"
+    trained_conjugate.save(path)
+    _edit_manifest(path, lambda manifest: manifest.update(version=99))
     with pytest.raises(am.AmortizerFileError, match=r"file version 99.*reads version 1"):
         am.load(path)
+
+
+def test_archives_from_before_scalar_local_hidden_load_with_their_widths(tmp_path):
+    """Such archives have no `scalar_local_hidden` and 64-wide flows for scalar group effects (now 32)."""
+    old = am.compile(conjugate_normal.model, data=["y"], sizes=CONJUGATE_SIZES,
+                     network=am.NetworkConfig(scalar_local_hidden=None))
+    old.fit(steps=1, batch_size=8, seed=0, progress=False)
+    path = tmp_path / "old.amortizer"
+    old.save(path)
+    _edit_manifest(path, lambda manifest: manifest["network_config"].pop("scalar_local_hidden"))
+    loaded = am.load(path)
+    groups = conjugate_data_sets()[5]
+    a, _ = old.draws({"y": groups}, 50, seed=1)
+    b, _ = loaded.draws({"y": groups}, 50, seed=1)
+    np.testing.assert_array_equal(a["theta"], b["theta"])
+    assert am.NetworkConfig().flow_settings(local=True, dim=1)[1] == 32  # what new amortizers get
+    assert am.NetworkConfig().flow_settings(local=True, dim=2)[1] == am.NetworkConfig().flow_hidden
 
 
 def test_untrained_amortizer_refuses_to_sample():
