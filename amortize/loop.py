@@ -58,7 +58,7 @@ class TrainConfig:
     max_consecutive_nonfinite : int
         Training stops with :class:`TrainingError` after this many skipped
         updates in a row.
-    max_data_deviation : float
+    max_data_deviation : float or None
         A simulated data set with a value farther than this many robust
         units (half the pilot's 16–84% range) from the pilot's median is left
         out of the loss, like one with a non-finite value, and counted in the
@@ -66,17 +66,21 @@ class TrainConfig:
         posterior of every data set inside the bound is exactly the one the
         program implies (selecting simulations by y does not change
         p(θ | y) for the y kept); data sets outside it are not amortized
-        (the summary check flags such data at sampling). The default only
-        removes what float32 networks cannot take (an explosive
-        autoregression's prior draws reach 1e30). Heavy-tailed priors want
-        less: eight schools' HalfCauchy τ simulates about 0.1% of data sets
-        thousands of robust units out, which a network in mid-training scores
-        at −log q up to 1e10 (single-step loss spikes of 1e5–1e8); 300 leaves
-        them out (the demo's setting). Not a default, because a data feature
-        that is mostly constant (zeros where a unit has fewer observations)
-        has a tiny robust unit: 300 then left out 43–98% of some programs'
-        simulations. ``inf`` keeps every finite data set. Training warns when
-        more than 1% of the simulations were left out.
+        (the summary check flags such data at sampling). ``None`` (default):
+        ten times the 99th percentile of the largest deviation of each of
+        ``pilot_size`` fresh simulations, kept between 300 and 1e6 (the
+        bound used is ``history["max_data_deviation"]``). So only data sets
+        ten times farther out than 99% of the prior predictive are left out,
+        wherever the robust unit itself lies: eight schools' HalfCauchy τ
+        simulates about 0.1% of data sets thousands of units out, which a
+        network in mid-training scored at −log q up to 1e10 (loss spikes of
+        1e5–1e8; the bound is about 400 there); a mostly-constant feature (zeros where a
+        unit has fewer observations) has a tiny robust unit, and its
+        ordinary values lie hundreds of units out (the bound rises with
+        them); an explosive autoregression's prior draws (1e30) stay out
+        (1e6). A number fixes the bound; ``inf`` keeps every finite data
+        set. Training warns when more than 1% of the simulations were left
+        out.
     optimizer : callable or None
         ``learning_rate -> optax.GradientTransformation`` to replace Adam(W),
         e.g. ``optax.lion``. It is called with learning rate 1; the training
@@ -112,7 +116,7 @@ class TrainConfig:
     pilot_size: int = 1024
     steps_per_call: int = 25
     max_consecutive_nonfinite: int = 20
-    max_data_deviation: float = 1e6
+    max_data_deviation: float | None = None
     optimizer: Callable | None = None
     pack: bool = True
     devices: int | None = None

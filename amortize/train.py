@@ -63,8 +63,7 @@ def set_standardization(net: AmortizerNetwork, spec: NetworkSpec, pilot: Simulat
         mask = pilot.masks[path[-1]] if path else np.ones(valid.shape, bool)
         return mask & valid.reshape(valid.shape + (1,) * (mask.ndim - 1))
 
-    paths = {n: lv.path for lv in spec.levels for n, _ in lv.data} | {n: () for n, _ in spec.root_data}
-    for name, path in paths.items():
+    for name, path in _data_paths(spec).items():
         loc, scale = _masked_moments(pilot.data[name], level_mask(path), robust=True)
         net.data_loc[name] = Standardization(jnp.asarray(loc))
         net.data_scale[name] = Standardization(jnp.asarray(scale))
@@ -76,19 +75,48 @@ def set_standardization(net: AmortizerNetwork, spec: NetworkSpec, pilot: Simulat
         net.latent_scale[factor.name] = Standardization(jnp.asarray(scale))
 
 
+#: The default bound on simulated data (``TrainConfig.max_data_deviation=None``): this many times
+#: the 99th percentile of the pilot data sets' largest deviations, kept within these limits.
+DEVIATION_MARGIN, DEVIATION_LIMITS = 10.0, (300.0, 1e6)
+
+
+def _data_paths(spec: NetworkSpec) -> dict[str, tuple[str, ...]]:
+    return {n: lv.path for lv in spec.levels for n, _ in lv.data} | {n: () for n, _ in spec.root_data}
+
+
+def data_deviation(net: AmortizerNetwork, spec: NetworkSpec, sim: Simulation) -> jax.Array:
+    """Each data set's largest distance from the pilot's median, in robust units, over its real entries.
+
+    Returns ``(batch,)``; NaN where a value is NaN. ``net``'s standardization must be set.
+    """
+    worst = jnp.zeros(sim.valid.shape[0])
+    for name, path in _data_paths(spec).items():
+        value = jnp.abs(sim.data[name] - net.data_loc[name][...]) / net.data_scale[name][...]
+        if path:
+            value = jnp.where(sim.masks[path[-1]][..., None], value, 0.0)
+        worst = jnp.maximum(worst, value.reshape(worst.shape[0], -1).max(axis=1))  # NaN propagates
+    return worst
+
+
+def deviation_bound(net: AmortizerNetwork, spec: NetworkSpec, pilot: Simulation, setting: float | None) -> float:
+    """The bound of ``TrainConfig.max_data_deviation`` (robust units): ``setting``, or by default
+    ``DEVIATION_MARGIN`` times the 99th percentile of ``pilot``'s data sets' :func:`data_deviation`,
+    within ``DEVIATION_LIMITS``."""
+    if setting is not None:
+        return float(setting)
+    deviation = np.asarray(data_deviation(net, spec, pilot))[np.asarray(pilot.valid)]
+    deviation = deviation[np.isfinite(deviation)]
+    if deviation.size == 0:
+        return DEVIATION_LIMITS[1]
+    return float(np.clip(DEVIATION_MARGIN * np.percentile(deviation, 99), *DEVIATION_LIMITS))
+
+
 def _within_range(net: AmortizerNetwork, spec: NetworkSpec, sim: Simulation, bound: float) -> Simulation:
     """``sim`` with data sets farther than ``bound`` robust units from the pilot's median marked invalid
     (see ``TrainConfig.max_data_deviation``) and their data zeroed; ``net``'s standardization must be set."""
     if not np.isfinite(bound):
         return sim
-    valid = sim.valid
-    paths = {n: lv.path for lv in spec.levels for n, _ in lv.data} | {n: () for n, _ in spec.root_data}
-    for name, path in paths.items():
-        value = sim.data[name]
-        inside = jnp.abs(value - net.data_loc[name][...]) < bound * net.data_scale[name][...]
-        if path:
-            inside |= ~sim.masks[path[-1]][..., None]
-        valid &= inside.reshape(valid.shape[0], -1).all(axis=1)
+    valid = sim.valid & (data_deviation(net, spec, sim) < bound)
     data = {n: jnp.where(valid.reshape((-1,) + (1,) * (v.ndim - 1)), v, 0.0) for n, v in sim.data.items()}
     return sim._replace(data=data, valid=valid)
 
@@ -211,7 +239,8 @@ def fit_network(
     Returns
     -------
     dict of str to numpy array
-        The history of :func:`optimize`, with ``val_loss_<factor>`` per factor.
+        The history of :func:`optimize`, with ``val_loss_<factor>`` per factor and
+        ``max_data_deviation``, the bound on simulated data used (robust units).
     """
     def loss(network, batch, key, fraction):
         value, parts = _negative_log_posterior(network, spec, batch)
@@ -234,18 +263,22 @@ def fit_network(
             def masks(k):
                 return simulate(k, graph, factorization, local_batch, design, design_share, stratified=True).masks
         totals = packing_totals(spec, masks, jax.random.fold_in(key, 0x9AC), levels=worth)
-    if time_limit is not None:  # the budget includes choosing the packed lengths
+    bound = config.max_data_deviation
+    if bound is None:
+        bound = deviation_bound(net, spec, host(jax.random.fold_in(key, 0xB0D), config.pilot_size), None)
+    if time_limit is not None:  # the budget includes choosing the packed lengths and the bound
         time_limit = max(time_limit - (time.perf_counter() - started), 1e-3)
-    return optimize(
+    history = optimize(
         net, loss,
         lambda k, n: _packed(_within_range(net, spec, simulate(k, graph, factorization, n, design, design_share,
-                                                               stratified=bool(totals)),
-                                           config.max_data_deviation), totals),
-        lambda k, n: _within_range(net, spec, host(k, n), config.max_data_deviation),
+                                                               stratified=bool(totals)), bound), totals),
+        lambda k, n: _within_range(net, spec, host(k, n), bound),
         key=key, steps=steps,
         batch_size=batch_size, config=config, time_limit=time_limit,
         simulation_budget=simulation_budget, progress=progress, on_validation=on_validation,
         # The validation set is fixed: its packed length holds exactly its real instances.
         validation_layout=lambda sim: _packed(sim, {n: packing_total([np.sum(sim.masks[n])], sim.masks[n].size)
                                                     for n in totals}))
+    history["max_data_deviation"] = np.asarray(bound)
+    return history
 

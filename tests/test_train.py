@@ -71,19 +71,43 @@ def test_ragged_training_packs_the_observations_in_one_compiled_step(monkeypatch
 def test_eight_schools_trains_without_loss_spikes():
     """Issue 17 item 4. The demo's program (HalfCauchy(5) on tau) simulates a few data sets with tau in the
     thousands; a network in mid-training scored them at -log q up to 1e10, and with every finite data set
-    kept (max_data_deviation=1e6, the default) this run's step losses spiked 1.4e5 nats above their running
-    median. Leaving out data sets beyond 300 robust units, as the demo does (about 0.1% here; the posterior
-    of every data set kept is unchanged, as the choice depends on the data alone), leaves no step far above
-    its neighbours."""
+    up to 1e6 robust units kept (the default before) this run's step losses spiked 1.4e5 nats above their
+    running median. The default bound (ten times the pilot's 99th percentile of each data set's largest
+    deviation, at least 300) leaves out about 0.1% here (the posterior of every data set kept is unchanged,
+    as the choice depends on the data alone), and no step is far above its neighbours."""
     from models import eight_schools
 
     amortizer = am.compile(eight_schools.model, data=["y", "sigma"], sizes=eight_schools.SIZES)
-    history = amortizer.fit(steps=400, batch_size=64, seed=0, progress=False,
-                            config=am.TrainConfig(max_data_deviation=300.0))
+    history = amortizer.fit(steps=400, batch_size=64, seed=0, progress=False)
     loss = history["loss"]
     median = np.array([np.median(loss[max(0, i - 50):i + 1]) for i in range(len(loss))])
     assert np.max(loss - median) < 100.0          # nats; a spike was 1.4e5 (typical steps: within 10)
+    assert 300.0 <= history["max_data_deviation"] < 1e4
     assert 0 < history["invalid"].sum() < 0.005 * 400 * 64
+
+
+def test_the_default_data_bound_follows_the_pilot():
+    """A feature that is mostly zero (like zero-padded slots beside real values) has a tiny robust unit: a fixed
+    bound of 300 units left most such simulations out; the default bound rises with the pilot's own
+    deviations and leaves out only what lies ten times farther out than 99% of them."""
+    def sparse(n_obs, y=None):
+        # 97% of the values within 0.001 of zero (the robust unit), the rest of scale s ~ HalfNormal(1).
+        s = numpyro.sample("s", dist.HalfNormal(1.0))
+        mixture = dist.MixtureSameFamily(dist.Categorical(probs=jnp.array([0.97, 0.03])),
+                                         dist.Normal(0.0, jnp.stack([0.001, s])))
+        with numpyro.plate("obs", n_obs):
+            numpyro.sample("y", mixture, obs=y)
+
+    amortizer = am.compile(sparse, data=["y"], sizes={"obs": (5, 20)}, network=SMALL)
+    with pytest.warns(RuntimeWarning, match="left out of training"):
+        fixed = amortizer.fit(steps=25, batch_size=32, seed=0, progress=False,
+                              config=am.TrainConfig(steps_per_call=25, max_data_deviation=300.0))
+    # A data set goes when one of its 5-20 values is a wide one beyond 0.3: about 2% per value, 1 - 0.98^12.5 ≈ 22%.
+    assert fixed["invalid"].sum() > 0.1 * 25 * 32
+    adaptive = amortizer.fit(steps=25, batch_size=32, seed=0, progress=False,
+                             config=am.TrainConfig(steps_per_call=25))
+    assert adaptive["max_data_deviation"] > 300.0
+    assert adaptive["invalid"].sum() <= 0.01 * 25 * 32
 
 
 def test_fixed_simulation_budget_trains_for_epochs():
