@@ -8,6 +8,10 @@ data-parallel steps over several devices (:mod:`amortize.devices`). What
 is simulated and what the loss is belong to the caller: the amortizer's
 posterior networks (:mod:`amortize.train`) and the model-comparison
 classifier (:mod:`amortize.compare`).
+
+Over 400 lines, but one concept: most of it is ``TrainConfig``'s documented
+settings and the one loop; the loop's parts (schedule, validation, progress,
+interruption) share its state and read best together.
 """
 
 from __future__ import annotations
