@@ -98,12 +98,9 @@ def data_deviation(net: AmortizerNetwork, spec: NetworkSpec, sim: Simulation) ->
     return worst
 
 
-def deviation_bound(net: AmortizerNetwork, spec: NetworkSpec, pilot: Simulation, setting: float | None) -> float:
-    """The bound of ``TrainConfig.max_data_deviation`` (robust units): ``setting``, or by default
-    ``DEVIATION_MARGIN`` times the 99th percentile of ``pilot``'s data sets' :func:`data_deviation`,
-    within ``DEVIATION_LIMITS``."""
-    if setting is not None:
-        return float(setting)
+def deviation_bound(net: AmortizerNetwork, spec: NetworkSpec, pilot: Simulation) -> float:
+    """The default bound of ``TrainConfig.max_data_deviation`` (robust units): ``DEVIATION_MARGIN``
+    times the 99th percentile of ``pilot``'s data sets' :func:`data_deviation`, within ``DEVIATION_LIMITS``."""
     deviation = np.asarray(data_deviation(net, spec, pilot))[np.asarray(pilot.valid)]
     deviation = deviation[np.isfinite(deviation)]
     if deviation.size == 0:
@@ -265,7 +262,7 @@ def fit_network(
         totals = packing_totals(spec, masks, jax.random.fold_in(key, 0x9AC), levels=worth)
     bound = config.max_data_deviation
     if bound is None:
-        bound = deviation_bound(net, spec, host(jax.random.fold_in(key, 0xB0D), config.pilot_size), None)
+        bound = deviation_bound(net, spec, host(jax.random.fold_in(key, 0xB0D), config.pilot_size))
     if time_limit is not None:  # the budget includes choosing the packed lengths and the bound
         time_limit = max(time_limit - (time.perf_counter() - started), 1e-3)
     history = optimize(
