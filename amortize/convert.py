@@ -330,14 +330,14 @@ def parameter_names(site: str, event_shape: tuple[int, ...]) -> list[str]:
     return [f"{site}[{','.join(map(str, ix))}]" for ix in np.ndindex(*event_shape)]
 
 
-def scalar_draws(posterior, name: str, max_draws: int, rng) -> list[tuple[str, np.ndarray]]:
+def scalar_draws(posterior, name: str, max_draws: int | None, rng) -> list[tuple[str, np.ndarray]]:
     """Site ``name`` of a posterior group → [(scalar label, draws ``(n,)``)], instances in order,
     labelled by their coordinate (``theta[Choate]``, ``L[1,0]``); at most ``max_draws`` draws, a random
-    subset drawn with ``rng``."""
+    subset drawn with ``rng`` (every draw with ``None``)."""
     value = posterior[name]
     array = np.asarray(value.values)
     array = array.reshape((-1,) + array.shape[2:])
-    if array.shape[0] > max_draws:
+    if max_draws is not None and array.shape[0] > max_draws:
         array = array[rng.choice(array.shape[0], max_draws, replace=False)]
     dims = value.dims[2:]
     plate = dims[0] if dims and not dims[0].startswith(f"{name}_event_") else None

@@ -56,6 +56,10 @@ def _overlap(a: np.ndarray, b: np.ndarray, prob: float) -> float:
     return float(intersection / union) if union > 0 else 1.0
 
 
+def _subset(draws: np.ndarray, size: int, rng) -> np.ndarray:
+    return draws if len(draws) <= size else draws[rng.choice(len(draws), size, replace=False)]
+
+
 def compare_posteriors(amortized, reference, *, variables=None, max_draws: int = 1000, seed: int = 0):
     """Per-parameter comparison of an amortized posterior with a reference (e.g. NUTS).
 
@@ -66,7 +70,10 @@ def compare_posteriors(amortized, reference, *, variables=None, max_draws: int =
     variables : list of str, optional
         Sites to compare (default: every site the two posteriors share).
     max_draws : int
-        Draws used per parameter (MMD is quadratic in it).
+        Draws per parameter for the MMD (quadratic in it; a random subset of
+        each posterior). Means, sds and intervals use every draw: with 1000
+        draws each, the worst of 90 mean differences is about 0.12 reference sds
+        from Monte Carlo error alone, more than the tolerances it is read against.
     seed : int
 
     Returns
@@ -90,8 +97,8 @@ def compare_posteriors(amortized, reference, *, variables=None, max_draws: int =
     for name in variables:
         if name not in a_post.data_vars or name not in r_post.data_vars:
             raise DataError(f"Site `{name}` is not in both posteriors; compare sites they share.")
-        a_scalars = scalar_draws(a_post, name, max_draws, rng)
-        r_scalars = scalar_draws(r_post, name, max_draws, rng)
+        a_scalars = scalar_draws(a_post, name, None, rng)
+        r_scalars = scalar_draws(r_post, name, None, rng)
         if len(a_scalars) != len(r_scalars):
             raise DataError(
                 f"Site `{name}` has {len(a_scalars)} scalar parameters in the amortized posterior "
@@ -110,7 +117,7 @@ def compare_posteriors(amortized, reference, *, variables=None, max_draws: int =
                 "mean_diff_sd": float((np.mean(a) - np.mean(r)) / r_sd),
                 "sd_ratio": float(np.std(a) / r_sd),
                 "overlap_50": _overlap(a, r, 0.5), "overlap_95": _overlap(a, r, 0.95),
-                "mmd": mmd(a / r_sd, r / r_sd),
+                "mmd": mmd(_subset(a, max_draws, rng) / r_sd, _subset(r, max_draws, rng) / r_sd),
                 "reference_converged": converged,
             })
     table = pd.DataFrame(rows).set_index("parameter")
