@@ -41,7 +41,7 @@ from _case_study import RESULTS, figure_folder, median_seconds, print_table, ste
 
 import amortize as am
 from amortize.diagnostics import check_classification, plot_calibration, plot_confusion
-from amortize.diagnostics.plots import _save, plt
+from amortize.diagnostics._matplotlib import plt, save
 from amortize.models import hierarchical_comparison as hc
 
 SMALL = {"group": (2, 10), "obs": (1, 10)}
@@ -134,7 +134,7 @@ def main():
     ax.set_ylabel("mean |learned − exact PMP|")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save(fig, figures / "transfer.png")
+    save(fig, figures / "transfer.png")
 
     # Latency, on the last scratch-trained comparison.
     comparison = nested()

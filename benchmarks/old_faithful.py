@@ -32,8 +32,8 @@ from _case_study import (RESULTS, comparison, draw_latencies_ms, figure_folder, 
 
 import amortize as am
 from amortize.diagnostics import check_indicators, plot_calibration, plot_comparison
-from amortize.diagnostics.figures import comparison_figure_data
-from amortize.diagnostics.plots import _save, plt
+from amortize.diagnostics.validation_figures import comparison_figure_data
+from amortize.diagnostics._matplotlib import plt, save
 from amortize.models import old_faithful
 
 
@@ -53,7 +53,7 @@ def plot_assignments(y, scale, probabilities, path, title):
     axes[1].set_ylabel("eruptions")
     axes[1].set_title("indicator uncertainty", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def main():

@@ -15,7 +15,7 @@ from amortize.diagnostics.classification import (
     plot_calibration,
     plot_confusion,
 )
-from amortize.diagnostics.figures import (
+from amortize.diagnostics.validation_figures import (
     plot_comparison,
     plot_logo,
     plot_pooling,
@@ -26,7 +26,7 @@ from amortize.diagnostics.figures import (
     series_figure_data,
 )
 from amortize.diagnostics.logo import LOGOWarning, elpd_difference, logo
-from amortize.diagnostics.plots import plot_history, plot_intervals, plot_marginals
+from amortize.diagnostics.posterior_plots import plot_history, plot_intervals, plot_marginals
 from amortize.diagnostics.predictive import log_likelihood, pooling_factors, posterior_predictive
 from amortize.diagnostics.report import ValidationReport, validate
 

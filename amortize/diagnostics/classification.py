@@ -202,7 +202,7 @@ def plot_calibration(check: ClassificationCheck, path=None):
     Points lie on the diagonal for a calibrated classifier; their size shows
     how many predictions fell in the bin.
     """
-    from amortize.diagnostics.plots import _save, plt
+    from amortize.diagnostics._matplotlib import plt, save
 
     n_classes = len(check.names)
     fig, axes = plt.subplots(1, n_classes, figsize=(3.2 * n_classes, 3.2), squeeze=False)
@@ -223,12 +223,12 @@ def plot_calibration(check: ClassificationCheck, path=None):
     fig.suptitle(f"Calibration on {check.n} held-out simulations (accuracy {check.accuracy:.3f})",
                  fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_confusion(check: ClassificationCheck, path=None):
     """Confusion matrix as row shares: each true class's data sets by their most probable class."""
-    from amortize.diagnostics.plots import _save, plt
+    from amortize.diagnostics._matplotlib import plt, save
 
     n_classes = len(check.names)
     shares = check.confusion / np.maximum(check.confusion.sum(1, keepdims=True), 1)
@@ -244,7 +244,7 @@ def plot_confusion(check: ClassificationCheck, path=None):
     ax.set_ylabel("true model")
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true model's data sets")
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def check_indicators(amortizer, num_datasets: int = 200, num_samples: int = 200, seed: int = 0,

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import matplotlib.pyplot as plt
 
-from amortize.diagnostics import figures
+from amortize.diagnostics import validation_figures as figures
 from amortize.diagnostics.calibration import Calibration, calibrate
 from amortize.diagnostics.logo import logo as leave_one_group_out
 from amortize.diagnostics.predictive import pooling_factors, posterior_predictive

@@ -1,27 +1,17 @@
-"""Plots written to PNG files; each function takes data and a path, returns the figure.
+"""Posterior plots: training history, interval and marginal plots of one or more posteriors.
 
-Matplotlib runs on its non-interactive ``Agg`` backend, so plots work on a
-machine with no screen.
+Each function takes data and a path, writes a PNG and returns the figure. The
+validation figures (SBC, recovery, predictive checks, ...) are in
+:mod:`amortize.diagnostics.validation_figures`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import numpy as np
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from amortize.diagnostics._matplotlib import plt, save
 
 __all__ = ["plot_history", "plot_intervals", "plot_marginals"]
-
-
-def _save(fig, path):
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    return fig
 
 
 def plot_history(history: dict, path=None):
@@ -50,7 +40,7 @@ def plot_history(history: dict, path=None):
     ax.set_ylabel("negative log posterior density")
     ax.set_title("Training history")
     ax.legend(frameon=False)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _flat_variables(tree, var_names):
@@ -126,7 +116,7 @@ def plot_intervals(posteriors, var_names=None, path=None, reference=None, *, pro
     ax.set_title(f"Posterior medians, 50% and {100 * prob:.0f}% central intervals")
     ax.grid(axis="x", color="0.9")
     ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def plot_marginals(posteriors, var_names=None, path=None, reference=None, max_panels: int = 12):
@@ -180,4 +170,4 @@ def plot_marginals(posteriors, var_names=None, path=None, reference=None, max_pa
         fig.legend(handles, labels, loc="lower center", ncol=len(series), frameon=False,
                    bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.04 if len(series) > 1 else 0, 1, 1))
-    return _save(fig, path)
+    return save(fig, path)

@@ -2,14 +2,16 @@
 
 The data function computes what the figure shows; the plot function draws
 that dict and writes a PNG. :func:`amortize.diagnostics.validate` writes both,
-so every number behind a figure is on disk next to it.
+so every number behind a figure is on disk next to it. Plots of posteriors
+themselves (intervals, marginals, training history) are in
+:mod:`amortize.diagnostics.posterior_plots`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from amortize.diagnostics.plots import _save, plt
+from amortize.diagnostics._matplotlib import plt, save
 
 __all__ = [
     "sbc_figure_data", "plot_sbc",
@@ -68,7 +70,7 @@ def plot_sbc(data, path=None):
     axes[0].set_ylabel("ECDF − uniform", fontsize=8)
     fig.suptitle("Simulation-based calibration", y=1.0)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # --- Recovery -----------------------------------------------------------------------------
@@ -107,7 +109,7 @@ def plot_recovery(data, path=None):
     axes[0].set_ylabel("posterior mean (90% interval)", fontsize=8)
     fig.suptitle("Parameter recovery", y=1.0)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # --- Posterior predictive ------------------------------------------------------------------
@@ -155,7 +157,7 @@ def plot_ppc(data, path=None):
             ax.set_yticks([])
     fig.suptitle("Posterior predictive checks", y=1.0)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def series_figure_data(tree, model, max_panels: int = 16) -> dict:
@@ -231,7 +233,7 @@ def plot_series(data, path=None):
     coverage = ", ".join(f"{n}: {d['coverage_90']:.0%} in 90% band" for n, d in data["sites"].items())
     fig.suptitle(f"{kind} posterior predictive along `{data['level']}` ({coverage})", y=1.0, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # --- Pooling --------------------------------------------------------------------------------
@@ -270,7 +272,7 @@ def plot_pooling(data, path=None):
         ax.set_ylim(-0.02, max(1.02, float(amortized.max()) + 0.02))
         ax.set_title(f"pooling: {name}", fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # --- Comparison with a reference --------------------------------------------------------------
@@ -312,7 +314,7 @@ def plot_comparison(data, path=None, reference_label: str = "NUTS"):
     axes[0].legend(frameon=False, fontsize=7)
     fig.suptitle(f"Amortized vs {reference_label} marginals", y=1.0)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # --- LOGO -------------------------------------------------------------------------------------
@@ -334,4 +336,4 @@ def plot_logo(data, path=None):
     ax.set_ylabel("elpd (left-out group)")
     ax.set_title(f"Leave-one-{data['plate']}-out: elpd = {data['elpd']:.1f} ± {data['se']:.1f}")
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
