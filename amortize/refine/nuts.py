@@ -187,8 +187,11 @@ def warm_start(graph: ModelGraph, padded: PaddedPosterior, draws: dict, num_chai
         site = graph.sites[name]
         value = np.asarray(draws[name])
         value = value[(slice(None),) + tuple(slice(0, padded.sizes[p]) for p in site.path)]
-        value = np.asarray(biject_to(site.support).inv(value))
-        unconstrained[name] = np.asarray(from_canonical(value, site))  # (S, *batch, *unconstrained event)
+        free = np.asarray(biject_to(site.support).inv(value))
+        # A support whose transform changes the event shape (a Cholesky factor of a correlation
+        # matrix: (2, 2) → (1,)) has its own unconstrained event.
+        event = None if free.shape == value.shape else free.shape[1 + len(site.path):]
+        unconstrained[name] = np.asarray(from_canonical(free, site, event))  # (S, *batch, *unconstrained event)
     num_draws = next(iter(unconstrained.values())).shape[0]
     start = weighted_starts(num_draws, log_weights, num_chains, rng)
     init_params = {n: v[start] for n, v in unconstrained.items()}

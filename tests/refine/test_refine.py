@@ -179,3 +179,39 @@ def test_draws_outside_the_programs_support_never_pass_silently():
     assert certificate.zero_density == pytest.approx(below, abs=1e-9)
     refined = amortizer.sample({"y": y}, num_samples=1000, seed=0, refine="psis")
     assert np.all(refined.posterior["theta"].values > y.max())
+
+
+def test_warm_starts_for_a_site_whose_unconstrained_shape_differs():
+    # A Cholesky factor of a 2×2 correlation matrix is (2, 2) constrained and (1,) unconstrained
+    # (sleepstudy's random-effect correlation); NUTS must start from it and accept the mass matrix.
+    import jax
+
+    from amortize.data import padded_from_prepared, prepare_data
+    from amortize.refine.nuts import run_nuts, warm_start
+
+    def correlated(n_group, y=None):
+        L = numpyro.sample("L", dist.LKJCholesky(2, concentration=2.0))
+        with numpyro.plate("group", n_group):
+            numpyro.sample("y", dist.MultivariateNormal(np.zeros(2), scale_tril=L), obs=y)
+
+    graph = am.compile(correlated, data=["y"], sizes={"group": (5, 20)}).graph
+    rng = np.random.default_rng(0)
+    y = rng.multivariate_normal(np.zeros(2), [[1.0, 0.6], [0.6, 1.0]], size=12)
+    prepared = prepare_data(graph, {"y": y})
+    padded = padded_from_prepared(prepared, graph)
+    rho = rng.uniform(0.2, 0.8, 500)
+    draws = {"L": np.stack([np.stack([np.ones_like(rho), np.zeros_like(rho)], -1),
+                            np.stack([rho, np.sqrt(1 - rho**2)], -1)], -2)}  # (500, 2, 2)
+    init, mass = warm_start(graph, padded, draws, 2, rng)
+    assert init["L"].shape == (2, 1)
+    # Each chain starts at one of the draws: the transform's inverse is arctanh of the correlation.
+    assert all(np.min(np.abs(rho - np.tanh(x))) < 1e-5 for x in init["L"][:, 0])
+    (sites, matrix), = mass.items()
+    assert sites == ("L",) and np.shape(matrix) == (1, 1)
+    np.testing.assert_allclose(matrix[0, 0], np.var(np.arctanh(rho), ddof=1), rtol=1e-3)
+    run = run_nuts(graph, prepared, seed=0, num_warmup=50, num_samples=50, num_chains=2, init_params=init,
+                   inverse_mass_matrix=mass, dense_mass=True)
+    L = run.draws["L"]
+    assert L.shape == (100, 2, 2)
+    np.testing.assert_allclose(np.sum(L**2, axis=-1), 1.0, rtol=1e-5)  # rows of unit length
+    assert jax.numpy.all(L[:, 0, 1] == 0)
