@@ -503,7 +503,7 @@ class LatentDraws(NamedTuple):
 
 def draw_latents(net: AmortizerNetwork, spec: NetworkSpec, key: jax.Array, data: dict, masks: dict,
                  num_samples: int, *, fixed: dict | None = None, log_q: bool = False,
-                 defensive: tuple[float, float] | None = None) -> LatentDraws:
+                 defensive: tuple[float, float] | None = None, only: tuple[str, ...] | None = None) -> LatentDraws:
     """Ancestral pass through the factors: flows first, then the indicators' classifiers.
 
     Parameters
@@ -525,6 +525,10 @@ def draw_latents(net: AmortizerNetwork, spec: NetworkSpec, key: jax.Array, data:
         draws uniformly with probability ``alpha``. ``log_q`` is then the
         mixture's: importance sampling with it has bounded weights where q's
         tails are too light. Markov chains are drawn from q.
+    only : tuple of factor names, optional
+        Draw these factors only (they must not condition on the others: e.g.
+        the global factors, which come first in the ancestral order). Leave-one-group-out
+        CV needs the globals of many data sets, not every group's locals.
 
     Returns
     -------
@@ -535,6 +539,8 @@ def draw_latents(net: AmortizerNetwork, spec: NetworkSpec, key: jax.Array, data:
     keys = jax.random.split(key, len(spec.factors))
     standardized, out, densities, probabilities = {}, {}, {}, {}
     for k, factor in zip(keys, spec.factors):
+        if only is not None and factor.name not in only:
+            continue
         loc, scale = net.latent_loc[factor.name][...], net.latent_scale[factor.name][...]
         if factor.name in fixed:
             out[factor.name] = fixed[factor.name]

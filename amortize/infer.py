@@ -21,24 +21,26 @@ __all__ = ["make_sampler", "make_latent_sampler", "constrained", "gather_instanc
 
 
 def make_latent_sampler(net: AmortizerNetwork, spec: NetworkSpec):
-    """Return ``draw(key, data, masks, num_samples, fixed=None, defensive=None) -> LatentDraws`` (with log q).
+    """Return ``draw(key, data, masks, num_samples, fixed=None, defensive=None, only=None) -> LatentDraws``
+    (with log q).
 
-    Jitted (``num_samples`` static; one compilation per set of ``fixed``
-    factors and shape); closes over a snapshot of the network's weights. See
-    :func:`amortize.build.draw_latents`.
+    Jitted (``num_samples`` and ``only`` static; one compilation per set of
+    ``fixed`` factors and shape); closes over a snapshot of the network's
+    weights. See :func:`amortize.build.draw_latents`.
     """
     graphdef, state = nnx.split(net)
 
     # Weights are an argument, not a closure constant: XLA compiles faster and
     # does not copy them into the executable.
-    @partial(jax.jit, static_argnums=(4, 6))
-    def draw_with(state, key, data, masks, num_samples, fixed, defensive):
+    @partial(jax.jit, static_argnums=(4, 6, 7))
+    def draw_with(state, key, data, masks, num_samples, fixed, defensive, only):
         model = nnx.merge(graphdef, state)
         return draw_latents(model, spec, key, data, masks, num_samples, fixed=fixed, log_q=True,
-                            defensive=defensive)
+                            defensive=defensive, only=only)
 
-    def draw(key, data, masks, num_samples, fixed=None, defensive=None):
-        return draw_with(state, key, data, masks, num_samples, fixed or {}, defensive)
+    def draw(key, data, masks, num_samples, fixed=None, defensive=None, only=None):
+        return draw_with(state, key, data, masks, num_samples, fixed or {}, defensive,
+                         None if only is None else tuple(only))
 
     return draw
 

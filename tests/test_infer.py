@@ -61,3 +61,16 @@ def test_constrained_values_lie_in_each_sites_support_and_padding_is_dropped(sch
     direct = make_sampler(amortizer.network, amortizer.spec, graph, factorization)(
         jax.random.key(2), prepared.data, prepared.masks, 500)
     np.testing.assert_allclose(np.asarray(direct["tau"]), np.asarray(sites["tau"]), rtol=1e-5)
+
+
+def test_drawing_only_the_global_factors_gives_the_same_globals(schools):
+    # Leave-one-group-out CV draws the globals of many data sets and no group's locals.
+    amortizer, prepared = schools
+    draw = make_latent_sampler(amortizer.network, amortizer.spec)
+    outer = tuple(f.name for f in amortizer.spec.factors if not f.level)
+    full = draw(jax.random.key(3), prepared.data, prepared.masks, 100)
+    globals_only = draw(jax.random.key(3), prepared.data, prepared.masks, 100, only=outer)
+    assert set(globals_only.values) == set(outer) and len(outer) < len(full.values)
+    for f in outer:
+        np.testing.assert_array_equal(np.asarray(globals_only.values[f]), np.asarray(full.values[f]))
+        np.testing.assert_array_equal(np.asarray(globals_only.log_q[f]), np.asarray(full.log_q[f]))
