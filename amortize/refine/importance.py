@@ -64,6 +64,11 @@ _INNER_WORK = 5e8
 #: At most this many local draws (outer draws × M × groups) in all: about a second of local flows.
 _INNER_LOCAL_DRAWS = 2e6
 
+#: Plain weights over all latents are used as they are, without the inner passes, when their k̂ is
+#: within the threshold and their relative ESS is at least JOINT_ENOUGH, or at least JOINT_SHARE of
+#: the most the hierarchical weights could keep given the pilot's inner variance.
+JOINT_ENOUGH, JOINT_SHARE = 0.25, 0.75
+
 #: Elements of program arrays evaluated at once (sets the chunk size; about 1 GB of work space).
 _WORK_ELEMENTS = 2.5e7
 
@@ -129,7 +134,8 @@ def _finite(values):
 def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: PreparedData,
                key: jax.Array, *, num_draws: int, resample_to: int | None = None,
                inner_draws: int | None = None, max_inner_draws: int = 256,
-               target_variance: float = 0.25, proposal=None, cache: dict | None = None) -> ImportanceResult:
+               target_variance: float = 0.25, proposal=None, cache: dict | None = None,
+               outer_proposal=None) -> ImportanceResult:
     """Importance weights of amortized draws under the program's density; optionally resampled.
 
     Parameters
@@ -156,6 +162,12 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
         indicator is summed over its K classes exactly instead (M = K).
     proposal : LatentDraws, optional
         Outer draws already made (``num_draws`` of them), reused instead of drawing new ones.
+    outer_proposal : callable, optional
+        ``() -> LatentDraws``: ``num_draws`` draws whose outer factors the
+        hierarchical weights use instead of ``proposal``'s, when they are needed
+        (``refine="psis"`` passes the defensive mixture here: ``proposal`` from q
+        itself serves the plain weights, which the mixture in every factor
+        would spoil).
     cache : dict, optional
         Compiled density functions by padded sizes, kept between calls (the
         amortizer keeps one), so a data set of known sizes compiles nothing.
@@ -163,6 +175,16 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     Returns
     -------
     ImportanceResult
+
+    Notes
+    -----
+    A program with groups gets plain weights over all latents when they are
+    already reliable (k̂ within the threshold) and keep at least
+    :data:`JOINT_ENOUGH` of the draws, or three quarters of exp(−V / M), the
+    most the hierarchical weights could keep given the pilot's summed inner
+    variance V: the inner passes would only add their cost and the noise of
+    p̂ (method ``"importance (joint)"``; the per-level diagnostics are still
+    computed). Otherwise importance sampling squared.
 
     Raises
     ------
@@ -276,14 +298,18 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
         pilot = np.arange(min(num_draws, DIAGNOSTIC_GLOBALS))
         weights, _, _ = inner_pass(pilot, DIAGNOSTIC_DRAWS, pilot_key)
         levels = _level_diagnostics(weights, blocks, real, prepared)
-    if not enumerated and inner_draws is None:
-        # Delta method: var log p̂ with M draws ≈ (E[w̃²] − 1) / M, w̃ the weights over their mean.
-        variance = 0.0
+    variance = math.inf
+    if not enumerated:
+        # Delta method: var log p̂ with M draws ≈ (E[w̃²] − 1) / M, w̃ the weights over their mean;
+        # summed over the groups (at M = 1), the median over the pilot's global draws.
+        total = 0.0
         for p in blocks:
             w = weights[p][..., real[p]]  # (s, draws, j)
             normalized = np.exp(w - log_mean_exp(w, axis=1)[:, None])
-            variance = variance + np.nansum(np.nanmean(normalized**2, axis=1) - 1.0, axis=-1)
-        needed = float(np.median(variance)) / target_variance
+            total = total + np.nansum(np.nanmean(normalized**2, axis=1) - 1.0, axis=-1)
+        variance = float(np.median(total))
+    if not enumerated and inner_draws is None:
+        needed = variance / target_variance
         groups = sum(len(real[p]) for p in blocks)
         affordable = min(_INNER_WORK / (num_draws * _program_elements(prepared)),
                          _INNER_LOCAL_DRAWS / (num_draws * max(groups, 1)))
@@ -291,6 +317,27 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
                               2 ** math.floor(math.log2(max(affordable, 1.0)))))
         inner_draws = max(4, inner_draws)
     m = int(inner_draws)
+    # The noise of log p̂ alone leaves the hierarchical weights at most exp(−variance / M) of the
+    # draws (times the globals' own efficiency): plain weights that come close to it are as good.
+    ceiling = math.exp(-variance / m) if not enumerated and np.isfinite(variance) else 0.0
+    if (not enumerated and joint_khat <= threshold
+            and joint_ess >= min(JOINT_ENOUGH, JOINT_SHARE * ceiling)):
+        # The plain weights are reliable and keep enough draws: no inner passes needed.
+        certificate = Certificate("importance (joint)", joint_khat, joint_ess, num_draws, None, levels,
+                                  joint_khat, joint_ess, float(log_mean_exp(joint)), threshold,
+                                  zero_density=zero_density)
+        selected = values
+        probabilities = {g: {f: v[0] for f, v in ps.items()} for g, ps in first.probabilities.items()}
+        if resample_to is not None:
+            index = resample(_rng(resample_key), joint_smoothed, resample_to)
+            selected = {f: v[index] for f, v in values.items()}
+            probabilities = {g: {f: v[index] for f, v in ps.items()} for g, ps in probabilities.items()}
+        return ImportanceResult(_lead(selected), _lead(probabilities), certificate, joint)
+    if outer_proposal is not None:
+        # The hierarchical weights' outer draws come from the caller's other proposal.
+        first = _tree_host(outer_proposal())
+        values = {f: v[0] for f, v in first.values.items()}
+        log_q = _tree_host(split_by_block({f: v[0] for f, v in first.log_q.items()}, factor_paths, masks, blocks))
     per_chunk = max(1, min(num_draws, chunk // m if chunk >= m else 1))
     outer_log_w = np.empty(num_draws)
     inner_log_w = {p: np.empty((num_draws, m, n_blocks[p])) for p in blocks}

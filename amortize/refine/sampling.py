@@ -23,6 +23,7 @@ from amortize.errors import CertificateWarning, RefineError
 from amortize.graph import Factorization, ModelGraph
 from amortize.infer import constrained, gather_instances
 from amortize.refine.chains import draw_chains, summable_chain, summed_log_density
+from amortize.refine.density import block_plates
 from amortize.refine.importance import DEFENSIVE, Certificate, chain_sum, importance
 from amortize.refine.nuts import (RHAT_THRESHOLD, draw_covariance, run_nuts, run_nuts_on_potential, warm_start,
                                   weighted_starts)
@@ -113,8 +114,16 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
     else:
         count = num_samples
     # psis weighs draws from the defensive mixture 0.9 q + 0.1 q_2 (bounded weights where q's tails
-    # are too light); the certificate of unrefined draws is that of q itself.
-    defensive = DEFENSIVE if refine in ("psis", "auto") else None
+    # are too light); the certificate of unrefined draws is that of q itself. A program with groups
+    # first tries plain weights of draws from q (the mixture in every group's factor would spoil
+    # them); the hierarchical weights, where needed, get outer draws from the mixture.
+    refining = refine in ("psis", "auto")
+    hierarchical = bool(block_plates(graph, factorization))
+    defensive = DEFENSIVE if refining and not hierarchical else None
+    outer_proposal = None
+    if refining and hierarchical:
+        def outer_proposal():
+            return draw(jax.random.fold_in(key, 3), prepared.data, prepared.masks, count, None, DEFENSIVE)
     proposal = draw(key, prepared.data, prepared.masks, num_samples if refine is None else count, None, defensive)
     if refine is None and count > num_samples:
         # The draws returned are exactly those of an uncertified call; the certificate weighs
@@ -128,7 +137,7 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
     if weigh:
         try:
             result = importance(draw, graph, factorization, prepared, jax.random.fold_in(key, 1),
-                                num_draws=count, proposal=proposal, cache=cache,
+                                num_draws=count, proposal=proposal, cache=cache, outer_proposal=outer_proposal,
                                 resample_to=num_samples if refine in ("psis", "auto") else None)
         except RefineError as error:
             if refine is not None:

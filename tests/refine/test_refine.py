@@ -52,7 +52,8 @@ def test_psis_matches_the_closed_form_where_the_amortized_draws_do_not(short_tra
     num = 4000
     refined = short_trained.sample({"y": groups}, num, seed=1, refine="psis")
     certificate = am.certificate(refined)
-    assert certificate.method == "hierarchical importance"
+    # Plain weights where they are reliable and keep a quarter of the draws, else per group.
+    assert certificate.method == ("importance (joint)" if n_groups == 5 else "hierarchical importance")
     assert certificate.ok
     # Monte Carlo error of a mean of N draws resampled from S weighted ones with effective
     # size ESS: variance (1/ESS + 1/N) posterior variances; an sd's relative error ~ 1/sqrt(2 ESS).
