@@ -250,18 +250,20 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
             probabilities.setdefault("indicator_filtered_probabilities", {})[chain.name] = filtered
         return ImportanceResult(_lead(selected), _lead(probabilities), certificate, log_w)
 
-    if not blocks:
-        smoothed, khat = joint_smoothed, joint_khat
-        certificate = Certificate("importance", khat, float(relative_ess(smoothed)), num_draws, None, {},
-                                  joint_khat, joint_ess, float(log_mean_exp(joint)), threshold,
-                                  zero_density=zero_density)
+    def plain(method: str, levels: dict) -> ImportanceResult:
+        """The plain weights over all latents, as the result (resampled when asked)."""
+        certificate = Certificate(method, joint_khat, joint_ess, num_draws, None, levels, joint_khat, joint_ess,
+                                  float(log_mean_exp(joint)), threshold, zero_density=zero_density)
         selected = values
         probabilities = {g: {f: v[0] for f, v in ps.items()} for g, ps in first.probabilities.items()}
         if resample_to is not None:
-            index = resample(_rng(resample_key), smoothed, resample_to)
+            index = resample(_rng(resample_key), joint_smoothed, resample_to)
             selected = {f: v[index] for f, v in values.items()}
             probabilities = {g: {f: v[index] for f, v in ps.items()} for g, ps in probabilities.items()}
         return ImportanceResult(_lead(selected), _lead(probabilities), certificate, joint)
+
+    if not blocks:
+        return plain("importance", {})
 
     inner = {f.name for f in factorization if f.path and f.path[0] in blocks}
     outer = [f.name for f in factorization if f.name not in inner]
@@ -323,16 +325,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     if (not enumerated and joint_khat <= threshold
             and joint_ess >= min(JOINT_ENOUGH, JOINT_SHARE * ceiling)):
         # The plain weights are reliable and keep enough draws: no inner passes needed.
-        certificate = Certificate("importance (joint)", joint_khat, joint_ess, num_draws, None, levels,
-                                  joint_khat, joint_ess, float(log_mean_exp(joint)), threshold,
-                                  zero_density=zero_density)
-        selected = values
-        probabilities = {g: {f: v[0] for f, v in ps.items()} for g, ps in first.probabilities.items()}
-        if resample_to is not None:
-            index = resample(_rng(resample_key), joint_smoothed, resample_to)
-            selected = {f: v[index] for f, v in values.items()}
-            probabilities = {g: {f: v[index] for f, v in ps.items()} for g, ps in probabilities.items()}
-        return ImportanceResult(_lead(selected), _lead(probabilities), certificate, joint)
+        return plain("importance (joint)", levels)
     if outer_proposal is not None:
         # The hierarchical weights' outer draws come from the caller's other proposal.
         first = _tree_host(outer_proposal())
