@@ -44,7 +44,7 @@ from amortize.refine.psis import khat_threshold, log_mean_exp, psis, relative_es
 from amortize.replay import masked_program, program_arguments
 
 __all__ = ["Certificate", "ImportanceResult", "importance", "inner_weights", "compiled_density", "chain_sum",
-           "MIN_DRAWS"]
+           "enumerated_classes", "plain_weights_first", "MIN_DRAWS"]
 
 #: Fewest draws for which a Pareto fit of the weights is attempted.
 MIN_DRAWS = 100
@@ -276,12 +276,9 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
 
     # A block holding only a mixture indicator (a classifier at the block's own level) is summed out
     # exactly: enumeration is importance sampling with each class proposed once, q = 1/K.
-    classes = {factorization[f].classes for f in inner}
-    enumerated = (len(classes) == 1 and all(factorization[f].is_classifier and not factorization[f].markov
-                                            and len(factor_paths[f]) == 1 for f in inner))
+    k = enumerated_classes(factorization, blocks)
+    enumerated = k is not None
     if enumerated:
-        k = classes.pop()
-
         def inner_pass(index, m, key):  # noqa: F811 (the exact version of the sampled pass above)
             local = {f: np.repeat(values[f][index], k, axis=0) for f in outer}
             for f in inner:
@@ -393,6 +390,22 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
             probabilities.setdefault(group, {})[f] = value[index[:, None], choice[p],
                                                            np.arange(n_blocks[p])[None, :]]
     return ImportanceResult(_lead(selected), _lead(probabilities), certificate, joint)
+
+
+def enumerated_classes(factorization: Factorization, blocks: tuple[str, ...]) -> int | None:
+    """K when every factor inside the ``blocks`` is one mixture indicator at its block's own level (the
+    hierarchical weights then sum the K classes out exactly); None otherwise."""
+    inner = [f for f in factorization if f.path and f.path[0] in blocks]
+    classes = {f.classes for f in inner}
+    if inner and len(classes) == 1 and all(f.is_classifier and not f.markov and len(f.path) == 1 for f in inner):
+        return classes.pop()
+    return None
+
+
+def plain_weights_first(factorization: Factorization, blocks: tuple[str, ...]) -> bool:
+    """Whether :func:`importance` tries plain weights over all latents before the hierarchical ones
+    (programs with groups whose indicators are not summed out), so its proposal should come from q."""
+    return bool(blocks) and enumerated_classes(factorization, blocks) is None
 
 
 def chain_sum(graph: ModelGraph, factorization: Factorization, prepared: PreparedData, chain, values: dict,

@@ -24,7 +24,7 @@ from amortize.graph import Factorization, ModelGraph
 from amortize.infer import constrained, gather_instances
 from amortize.refine.chains import draw_chains, summable_chain, summed_log_density
 from amortize.refine.density import block_plates
-from amortize.refine.importance import DEFENSIVE, Certificate, chain_sum, importance
+from amortize.refine.importance import DEFENSIVE, Certificate, chain_sum, importance, plain_weights_first
 from amortize.refine.nuts import (RHAT_THRESHOLD, draw_covariance, run_nuts, run_nuts_on_potential, warm_start,
                                   weighted_starts)
 
@@ -118,10 +118,10 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
     # first tries plain weights of draws from q (the mixture in every group's factor would spoil
     # them); the hierarchical weights, where needed, get outer draws from the mixture.
     refining = refine in ("psis", "auto")
-    hierarchical = bool(block_plates(graph, factorization))
-    defensive = DEFENSIVE if refining and not hierarchical else None
+    plain_first = plain_weights_first(factorization, block_plates(graph, factorization))
+    defensive = DEFENSIVE if refining and not plain_first else None
     outer_proposal = None
-    if refining and hierarchical:
+    if refining and plain_first:
         def outer_proposal():
             return draw(jax.random.fold_in(key, 3), prepared.data, prepared.masks, count, None, DEFENSIVE)
     proposal = draw(key, prepared.data, prepared.masks, num_samples if refine is None else count, None, defensive)
