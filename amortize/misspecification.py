@@ -36,6 +36,9 @@ __all__ = ["SummaryCheck", "make_summarizer", "summary_check", "QUANTILE"]
 #: Share of held-out simulations whose distance lies below the threshold.
 QUANTILE = 0.995
 
+#: Simulated data sets summarized per call of the summary network.
+SUMMARY_CHUNK = 256
+
 
 def make_summarizer(net: AmortizerNetwork, spec: NetworkSpec):
     """Return a jitted ``(data, masks) -> (B, embed_dim)``: the global summary of each data set."""
@@ -117,7 +120,13 @@ def summary_check(summarize, simulation: Simulation, quantile: float = QUANTILE,
     ``data_paths`` (data site → plate path) adds, per site, the range of the
     simulated data sets' means and sds, which :meth:`SummaryCheck.out_of_range` reports.
     """
-    summaries = np.asarray(summarize(simulation.data, simulation.masks), np.float64)
+    # In chunks: all 2048 data sets at once at the padded maximum sizes put hundreds of MB into each
+    # hidden layer, and first touching that memory cost five times the computation (12 s vs 2 s).
+    n = len(np.asarray(simulation.valid))
+    chunks = [summarize(*jax.tree_util.tree_map(lambda v: v[start:start + SUMMARY_CHUNK],
+                                                 (simulation.data, simulation.masks)))
+              for start in range(0, n, SUMMARY_CHUNK)]
+    summaries = np.concatenate([np.asarray(c, np.float64) for c in chunks])
     summaries = summaries[np.asarray(simulation.valid) & np.all(np.isfinite(summaries), axis=1)]
     half = len(summaries) // 2
     fit, held_out = summaries[:half], summaries[half:]
