@@ -17,6 +17,8 @@ ordinary NumPyro models: run them with NUTS, Predictive or SVI as well.
   Minnesota data.
 * :mod:`amortize.models.air_traffic` — the multilevel paper's AR(1) panel with
   two covariates: years are an ordered level, written as a NumPyro ``scan``.
+* :class:`OrderedNormal` — a normal prior restricted to ordered vectors (mixture
+  means without label switching).
 * :mod:`amortize.models.gaussian_mixture`, :mod:`amortize.models.old_faithful`
   — Gaussian mixtures with explicit indicators (classifier factors).
 * :mod:`amortize.models.gaussian_hmm` — the mixture paper's Gaussian hidden
@@ -32,3 +34,7 @@ ordinary NumPyro models: run them with NUTS, Predictive or SVI as well.
   racing-Wald response times, the chain as a ``scan``) with a loader for
   Dutilh et al.'s speed–accuracy switching data.
 """
+
+from amortize.models._ordered import OrderedNormal
+
+__all__ = ["OrderedNormal"]

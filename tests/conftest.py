@@ -13,13 +13,14 @@ from amortize.models.hierarchical_normal import model as two_level  # noqa: F401
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-#: Test files that take minutes of CPU, longest first (measured with --durations on 2026-12-03). pytest-xdist's
+#: Test files that take minutes of CPU, longest first (measured with --durations on 2026-12-04). pytest-xdist's
 #: --dist loadfile hands whole files to the workers in collection order; starting the longest ones first
 #: keeps a worker from running a long file alone at the end of the run.
-LONG_FILES = ("program/test_arguments.py", "test_amortizer.py", "test_markov_indicators.py", "test_docs_from_mcmc.py",
-              "test_indicators.py", "test_design.py", "test_docs.py", "models/test_air_traffic.py",
-              "refine/test_consistency.py", "refine/test_refine.py", "test_train.py", "models/test_ddm.py",
-              "test_compare.py", "refine/test_chains.py")
+LONG_FILES = ("program/test_arguments.py", "test_amortizer.py", "test_train.py", "test_markov_indicators.py",
+              "test_docs_validation.py", "test_docs.py", "test_indicators.py", "test_docs_from_mcmc.py",
+              "models/test_air_traffic.py", "test_design.py", "refine/test_refine.py", "refine/test_consistency.py",
+              "test_readme.py", "test_compare.py", "models/test_ddm.py", "refine/test_chains.py",
+              "test_devices.py", "test_cli.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,8 +1,7 @@
-"""docs/from_mcmc.md's code blocks run as written (see tests/test_docs.py)."""
+"""docs/from_mcmc.md's code blocks run as written, with short training (see tests/test_docs.py)."""
 
-from tests.test_docs import run_page
+from tests.test_docs import run_shortened
 
 
 def test_from_mcmc_examples_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    run_page("from_mcmc.md")
+    run_shortened("from_mcmc.md", tmp_path, monkeypatch)
