@@ -7,7 +7,7 @@ are masked, so an absent group and a masked one are the same input). All
 groups are left out in batched sampler calls. The left-out group's predictive
 density at each global draw is then estimated by importance sampling with
 the group's own amortized local posterior as proposal (M local draws from
-q(θ_j | φ, y_j), the defensive mixture of :mod:`amortize.refine.importance`):
+q(θ_j | φ, y_j), the defensive mixture of :mod:`amortize.refine.weights`):
 
     p̂(y_j | φ) = (1/M) Σ_m p(θ_jm, y_j | φ) / q(θ_jm | φ, y_j)
     elpd_j = log (1/S) Σ_s p̂(y_j | φ^(s)),   φ^(s) ~ q(φ | y_−j)
@@ -33,7 +33,7 @@ from scipy.special import logsumexp
 from amortize.data import padded_from_prepared, prepare_data, select_instance
 from amortize.errors import AmortizeError
 from amortize.infer import constrained
-from amortize.refine.importance import compiled_density, inner_weights
+from amortize.refine.weights import compiled_density, inner_weights
 from amortize.refine.psis import khat_threshold, log_mean_exp, psis
 from amortize.replay import log_likelihood_function, substitutes
 

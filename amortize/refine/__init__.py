@@ -11,7 +11,7 @@ See docs/refinement.md for the methods and their limits.
 """
 
 from amortize.refine.certificate import Certificate
-from amortize.refine.importance import ImportanceResult, importance
+from amortize.refine.weights import ImportanceResult, importance
 from amortize.refine.psis import pareto_khat, psis, relative_ess
 
 __all__ = ["Certificate", "ImportanceResult", "certificate", "importance", "psis", "pareto_khat", "relative_ess"]

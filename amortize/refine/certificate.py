@@ -28,7 +28,7 @@ class Certificate:
         ``"importance"`` (plain importance sampling over all latents),
         ``"importance (joint)"`` (the same for a program with groups, where
         those plain weights are already reliable; see
-        :func:`amortize.refine.importance.importance`),
+        :func:`amortize.refine.weights.importance`),
         ``"hierarchical importance"`` (per-group importance sampling squared,
         programs with groups; ``", indicators summed out"`` where each group's
         latent is one mixture indicator) or ``"importance, chain summed out"``

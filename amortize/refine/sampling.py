@@ -2,7 +2,7 @@
 
 This is the step between the networks and the DataTree that
 :meth:`amortize.Amortizer.sample` takes: draw from the amortizer, weight the
-draws by the program's density (:func:`~amortize.refine.importance.importance`),
+draws by the program's density (:func:`~amortize.refine.weights.importance`),
 and, as asked, keep them, resample them (``"psis"``), or hand them to NUTS as
 its starting points and mass matrix (``"nuts"``; ``"auto"`` chooses by k̂).
 """
@@ -24,7 +24,7 @@ from amortize.graph import Factorization, ModelGraph
 from amortize.infer import constrained, gather_instances
 from amortize.refine.chains import draw_chains, summable_chain, summed_log_density
 from amortize.refine.density import block_plates
-from amortize.refine.importance import DEFENSIVE, Certificate, chain_sum, importance, plain_weights_first
+from amortize.refine.weights import DEFENSIVE, Certificate, chain_sum, importance, plain_weights_first
 from amortize.refine.nuts import (RHAT_THRESHOLD, draw_covariance, run_nuts, run_nuts_on_potential, warm_start,
                                   weighted_starts)
 

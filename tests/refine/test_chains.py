@@ -16,7 +16,7 @@ from amortize.models import gaussian_hmm as hmm
 from amortize.refine.chains import (chain_density_function, draw_chains, sum_out_chain, summable_chain,
                                     summed_log_density)
 from amortize.refine.density import log_density_function
-from amortize.refine.importance import importance
+from amortize.refine.weights import importance
 
 STEPS = 5
 DRAWS = 6

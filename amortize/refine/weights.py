@@ -22,6 +22,11 @@ Because p̂ is unbiased, the outer weights target the exact marginal
 posterior of φ; the resampled locals given φ are exact as M grows. The noise
 of log p̂ inflates the outer weights' variance by about exp(Σ_j var log p̂_j),
 so M is chosen from a pilot to keep that sum near ``target_variance``.
+
+One concept in one module (about 500 lines): :func:`importance` decides
+between plain, chain-summed and hierarchical weights and resamples; the
+helpers below compute each. (Named ``weights`` so that the module does not
+share the name of the function ``amortize.refine.importance``.)
 """
 
 from __future__ import annotations
