@@ -1,4 +1,4 @@
-"""Factorization → networks: one summary network per level, one flow per factor.
+"""Factorization → networks: one summary network per level, one network per factor (of its kind).
 
 The assembled :class:`AmortizerNetwork` is an ``nnx.Module``; the functions
 :func:`embed`, :func:`log_prob` and :func:`draw_latents` are pure functions of
@@ -8,17 +8,17 @@ and the sampler can be jitted at the boundary.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from amortize.graph import Factorization, ModelGraph
-from amortize.networks import MLP, ConditionalClassifier, ConditionalFlow, LevelSummary, SequenceClassifier
-from amortize.networks.mlp import ACTIVATIONS
+from amortize.factors import kind_of
+from amortize.graph import Factorization, ModelGraph, factor_kind
+from amortize.networks import MLP, LevelSummary
+from amortize.networks.config import NetworkConfig
 from amortize.simulate import factor_dim
 
 __all__ = [
@@ -35,152 +35,6 @@ __all__ = [
     "draw_latents",
     "LatentDraws",
 ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class NetworkConfig:
-    """Sizes and kinds of the networks (defaults suit most models on a CPU).
-
-    Parameters
-    ----------
-    summary : {"deepset", "set_transformer"}
-        Pooling over the instances of each plate.
-    summary_width : int
-        Hidden width of the summary networks.
-    summary_depth : int
-        Hidden layers of each summary MLP.
-    embed_dim : int
-        Width of an instance embedding (the data summary a local factor sees).
-    pooled_dim : int
-        Width of a plate's pooled summary, handed to the enclosing level.
-    attention_heads : int
-        Heads of the set transformer.
-    flow : {"spline", "affine"}
-        Element-wise bijector of the coupling layers.
-    flow_layers : int
-        Coupling layers per flow.
-    flow_hidden : int
-        Hidden width of each coupling conditioner.
-    flow_depth : int
-        Hidden layers of each conditioner after the context projection (0 is
-        fastest: one hidden layer in all, shared with the context projection).
-    spline_bins : int
-    spline_bound : float
-        Splines act on [-bound, bound] in standardized units (linear outside).
-    activation : {"gelu", "silu", "relu", "tanh"}
-    ordered_window : int
-        Steps each embedding of an ordered (time) level sees: the current
-        step and the ``ordered_window - 1`` steps before it, a causal
-        convolution of that width, followed by the level's masked pooling. 2
-        suits first-order (Markov) series such as an AR(1) response, whose
-        likelihood is a product over consecutive pairs; an AR(p) response
-        needs at least p + 1.
-    extremes : bool
-        Summaries also pool extremes: the maximum of the instance embeddings
-        and the minimum and maximum of each raw input feature (off by
-        default). Turn it on when a parameter bounds the data, e.g. a
-        diffusion model's non-decision time, which lies below every response
-        time of its group: a mean-pooled summary can only approximate a
-        minimum.
-    local_flow, local_flow_hidden, local_flow_depth : optional
-        Kind, width and depth of the flows of local factors (those inside a
-        plate), when they should differ from the global ones (default: the
-        same). Sampling cost is dominated by local flows (one pass per draw
-        and instance), so a lean local flow buys latency where it costs least.
-    scalar_local_hidden : int or None
-        Largest width of the flows of one-dimensional local factors (a scalar
-        group effect) where ``local_flow_hidden`` is not given (narrower
-        ``flow_hidden`` stays as it is): such a flow is one
-        spline whose 25 parameters depend on the context alone, and 32 units
-        learn it as well as 64 (measured at equal steps: conjugate two-level
-        model, worst mean error 0.115 vs 0.147 exact sds; hierarchical
-        Poisson, local relative ESS 0.95 vs 0.96) at half the latency (1000
-        draws of 50 groups: 43 → 12 ms jitted). ``None``: ``flow_hidden``, as
-        before (archives saved before this setting existed load with it).
-    """
-
-    summary: str = "deepset"
-    summary_width: int = 64
-    summary_depth: int = 2
-    embed_dim: int = 32
-    pooled_dim: int = 32
-    attention_heads: int = 4
-    flow: str = "spline"
-    flow_layers: int = 4
-    flow_hidden: int = 64
-    flow_depth: int = 1
-    spline_bins: int = 8
-    spline_bound: float = 5.0
-    activation: str = "silu"
-    ordered_window: int = 2
-    extremes: bool = False
-    local_flow: str | None = None
-    local_flow_hidden: int | None = None
-    local_flow_depth: int | None = None
-    scalar_local_hidden: int | None = 32
-
-    def __post_init__(self):
-        if self.summary not in ("deepset", "set_transformer"):
-            raise ValueError(f"NetworkConfig.summary={self.summary!r}; use 'deepset' or 'set_transformer'.")
-        for name in ("flow", "local_flow"):
-            value = getattr(self, name)
-            if value not in ("spline", "affine") and not (name == "local_flow" and value is None):
-                raise ValueError(f"NetworkConfig.{name}={value!r}; use 'spline' or 'affine'.")
-        if self.local_flow_hidden is not None and self.local_flow_hidden < 1:
-            raise ValueError(f"NetworkConfig.local_flow_hidden must be positive; got {self.local_flow_hidden}.")
-        if self.scalar_local_hidden is not None and self.scalar_local_hidden < 1:
-            raise ValueError(f"NetworkConfig.scalar_local_hidden must be positive; got {self.scalar_local_hidden}.")
-        if self.local_flow_depth is not None and self.local_flow_depth < 0:
-            raise ValueError(f"NetworkConfig.local_flow_depth must be >= 0; got {self.local_flow_depth}.")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"NetworkConfig.activation={self.activation!r}; use one of {sorted(ACTIVATIONS)}.")
-        for name in ("summary_width", "summary_depth", "embed_dim", "pooled_dim",
-                     "attention_heads", "flow_layers", "flow_hidden", "spline_bins"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"NetworkConfig.{name} must be a positive integer; got {getattr(self, name)}.")
-        if self.summary == "set_transformer" and self.summary_width % self.attention_heads:
-            raise ValueError(
-                f"NetworkConfig.summary_width={self.summary_width} must be divisible by "
-                f"attention_heads={self.attention_heads}."
-            )
-        if self.flow_depth < 0:
-            raise ValueError(f"NetworkConfig.flow_depth must be >= 0; got {self.flow_depth}.")
-        if int(self.ordered_window) < 2:
-            raise ValueError(f"NetworkConfig.ordered_window must be at least 2 (the current step and its "
-                             f"predecessor); got {self.ordered_window}.")
-        if self.spline_bound <= 0:
-            raise ValueError(f"NetworkConfig.spline_bound must be positive; got {self.spline_bound}.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def flow_settings(self, local: bool, dim: int | None = None) -> tuple[str, int, int]:
-        """(kind, hidden, depth) of a global (``local=False``) or local factor's flow of ``dim`` dimensions."""
-        if not local:
-            return self.flow, self.flow_hidden, self.flow_depth
-        hidden = self.local_flow_hidden
-        if hidden is None:
-            hidden = self.flow_hidden
-            if dim == 1 and self.scalar_local_hidden:
-                hidden = min(hidden, self.scalar_local_hidden)
-        return (self.local_flow or self.flow, hidden,
-                self.flow_depth if self.local_flow_depth is None else self.local_flow_depth)
-
-    @classmethod
-    def fast(cls, **overrides) -> "NetworkConfig":
-        """Latency-first preset: lean affine flows for local factors, splines for global ones.
-
-        Sampling a data set runs the local flow once per draw and instance
-        (50,000 passes for 1000 draws of 50 groups) and the global flow once per
-        draw, so the local flows set the latency: ``local_flow="affine",
-        local_flow_hidden=32, local_flow_depth=0``, and ReLU activations (no
-        exponentials on those 50,000 passes). See docs/performance.md for the
-        measured figures. Affine coupling is less flexible than splines; check
-        the local posteriors (SBC, :mod:`amortize.diagnostics`) before relying
-        on it for strongly non-Gaussian group parameters.
-        """
-        return cls(**{"local_flow": "affine", "local_flow_hidden": 32, "local_flow_depth": 0,
-                      "activation": "relu", **overrides})
 
 
 @dataclass(frozen=True)
@@ -220,6 +74,11 @@ class FactorSpec:
     @property
     def is_classifier(self) -> bool:
         return self.classes is not None
+
+    @property
+    def kind(self) -> str:
+        """The kind of network that models this factor (see :mod:`amortize.factors`)."""
+        return factor_kind(self.classes, self.markov)
 
 
 @dataclass(frozen=True)
@@ -266,9 +125,10 @@ class AmortizerNetwork(nnx.Module):
         Encodes the global data and the pooled top-level summaries into the
         embedding the global factor conditions on.
     flows : dict of factor → ConditionalFlow
-    classifiers : dict of factor → ConditionalClassifier
-        One per discrete latent (mixture indicator), two hidden layers of
-        ``summary_width``.
+    classifiers : dict of factor → ConditionalClassifier or SequenceClassifier
+        One per discrete latent (mixture indicator) or hidden Markov chain.
+        Each factor's network comes from its kind (:mod:`amortize.factors`),
+        which also names the collection it sits in.
     data_loc, data_scale : per data site, ``(features,)`` standardization.
     latent_loc, latent_scale : per factor, ``(dim,)`` standardization of the
         unconstrained targets.
@@ -276,25 +136,14 @@ class AmortizerNetwork(nnx.Module):
 
     def __init__(self, spec: NetworkSpec, *, rngs: nnx.Rngs):
         c = spec.config
-        common = dict(activation=c.activation, rngs=rngs)
         self.summaries, self.root = summary_networks(spec, rngs=rngs)
-        flows, classifiers = {}, {}
+        collections = {"flows": {}, "classifiers": {}}
         for factor in spec.factors:
             context_dims = (c.embed_dim, *(d for _, d in factor.parent_factors))
-            if factor.markov:
-                classifiers[factor.name] = SequenceClassifier(
-                    factor.classes, context_dims, hidden=c.summary_width, **common)
-                continue
-            if factor.is_classifier:
-                classifiers[factor.name] = ConditionalClassifier(
-                    factor.classes, context_dims, hidden=c.summary_width, depth=2, **common)
-                continue
-            kind, hidden, depth = c.flow_settings(local=factor.level is not None, dim=factor.dim)
-            flows[factor.name] = ConditionalFlow(
-                factor.dim, context_dims, layers=c.flow_layers, hidden=hidden, depth=depth, kind=kind,
-                bins=c.spline_bins, bound=c.spline_bound, **common)
-        self.flows = nnx.Dict(flows)
-        self.classifiers = nnx.Dict(classifiers)
+            kind = kind_of(factor)
+            collections[kind.collection][factor.name] = kind.network(factor, c, context_dims, rngs=rngs)
+        self.flows = nnx.Dict(collections["flows"])
+        self.classifiers = nnx.Dict(collections["classifiers"])
         self.data_loc, self.data_scale = data_standardization(spec)
         self.latent_loc = nnx.Dict({f.name: Standardization(jnp.zeros(f.dim)) for f in spec.factors})
         self.latent_scale = nnx.Dict({f.name: Standardization(jnp.ones(f.dim)) for f in spec.factors})
@@ -436,6 +285,11 @@ def _instance_mask(masks: dict, factor: FactorSpec, batch: int) -> jax.Array:
     return masks[factor.level] if factor.level else jnp.ones((batch,), bool)
 
 
+def factor_network(net: AmortizerNetwork, factor: FactorSpec) -> nnx.Module:
+    """The network of one factor (in the collection its kind names)."""
+    return getattr(net, kind_of(factor).collection)[factor.name]
+
+
 def log_prob(net: AmortizerNetwork, spec: NetworkSpec, latents: dict, data: dict,
              masks: dict, per_instance: bool = False, packing: dict | None = None) -> dict[str, jax.Array]:
     """log q of the simulated latents, per factor, summed over instances.
@@ -464,13 +318,9 @@ def log_prob(net: AmortizerNetwork, spec: NetworkSpec, latents: dict, data: dict
     out = {}
     for factor in spec.factors:
         context = _context(embeddings[factor.level or "global"], factor, standardized, spec)
-        if factor.markov:
-            lp = net.classifiers[factor.name].log_prob(latents[factor.name][..., 0], context, masks[factor.level])
-        elif factor.is_classifier:
-            lp = net.classifiers[factor.name].log_prob(latents[factor.name][..., 0], context)
-        else:
-            flow = net.flows[factor.name]
-            lp = flow.log_prob(standardized[factor.name], flow.project_context(context))
+        lp = kind_of(factor).log_prob(factor_network(net, factor), factor, latents[factor.name],
+                                      standardized[factor.name], context,
+                                      masks[factor.level] if factor.level else None)
         masked = jnp.where(_instance_mask(masks, factor, lp.shape[0]), lp, 0.0)
         out[factor.name] = masked if per_instance else jnp.sum(masked.reshape(lp.shape[0], -1), axis=1)
     return out
@@ -548,39 +398,19 @@ def draw_latents(net: AmortizerNetwork, spec: NetworkSpec, key: jax.Array, data:
             continue
         emb = embeddings[factor.level or "global"][:, None]  # (B, 1, *plates, E): shared by draws
         context = _context(emb, factor, standardized, spec)
-        if factor.markov:
-            mask = masks[factor.level][:, None]  # (B, 1, *plates, T): shared by draws
-            classifier = net.classifiers[factor.name]
-            states, filtered, smoothed = classifier.sample(k, context, mask)
-            out[factor.name] = states.astype(jnp.float32)[..., None]
+        kind = kind_of(factor)
+        drawn = kind.draw(factor_network(net, factor), factor, k, context,
+                          masks[factor.level] if factor.level else None,
+                          (emb.shape[0], num_samples) + emb.shape[2:-1], log_q=log_q, defensive=defensive)
+        for group, values in drawn.probabilities.items():
+            probabilities.setdefault(group, {})[factor.name] = values
+        standardized[factor.name] = drawn.value
+        if kind.standardized:
+            out[factor.name] = drawn.value * scale + loc
             if log_q:
-                densities[factor.name] = classifier.log_prob(states, context, mask)
-            probabilities.setdefault("indicator_probabilities", {})[factor.name] = smoothed
-            probabilities.setdefault("indicator_filtered_probabilities", {})[factor.name] = filtered
-            continue
-        if factor.is_classifier:
-            logits = net.classifiers[factor.name].logits(context)
-            logits = jnp.broadcast_to(logits, (emb.shape[0], num_samples) + logits.shape[2:])
-            log_probs = jax.nn.log_softmax(logits, axis=-1)
-            if defensive:
-                alpha = defensive[0]
-                log_probs = jnp.logaddexp(math.log1p(-alpha) + log_probs, math.log(alpha / factor.classes))
-            index = jax.random.categorical(k, log_probs)
-            out[factor.name] = index.astype(jnp.float32)[..., None]
-            if log_q:
-                densities[factor.name] = jnp.take_along_axis(log_probs, index[..., None], axis=-1)[..., 0]
-            probabilities.setdefault("indicator_probabilities", {})[factor.name] = jax.nn.softmax(
-                logits, axis=-1)
-            continue
-        flow = net.flows[factor.name]
-        projected = flow.project_context(context)
-        shape = (emb.shape[0], num_samples) + emb.shape[2:-1] + projected.shape[-2:]
-        projected = jnp.broadcast_to(projected, shape)
-        if log_q:
-            draw, lq = flow.sample_and_log_prob(k, projected, defensive)
-            densities[factor.name] = lq - jnp.sum(jnp.log(scale))
+                densities[factor.name] = drawn.log_q - jnp.sum(jnp.log(scale))
         else:
-            draw = flow.sample(k, projected)
-        standardized[factor.name] = draw
-        out[factor.name] = draw * scale + loc
+            out[factor.name] = drawn.value
+            if log_q:
+                densities[factor.name] = drawn.log_q
     return LatentDraws(out, densities, probabilities)

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
-from numpyro.distributions.transforms import biject_to
 
 from amortize.design import Design
+from amortize.factors import kind_of
 from amortize.graph import Factor, Factorization, ModelGraph, Site
 
 __all__ = [
@@ -205,9 +205,10 @@ def _flatten_event(value: jax.Array, n_plates: int, lead: int = 0) -> jax.Array:
 
 
 def pack_factor(values: dict[str, jax.Array], factor: Factor, graph: ModelGraph) -> jax.Array:
-    """Constrained canonical values of a factor's sites → one unconstrained vector.
+    """Constrained canonical values of a factor's sites → the vector its network models.
 
-    A classifier factor packs its indicator's class index (as a float).
+    A flow factor's sites, unconstrained and concatenated; a classifier's
+    class index, as one float (see :mod:`amortize.factors`).
 
     Parameters
     ----------
@@ -217,40 +218,19 @@ def pack_factor(values: dict[str, jax.Array], factor: Factor, graph: ModelGraph)
     Returns
     -------
     Array
-        ``(*lead, *level_shape, dim)`` with ``dim`` the summed unconstrained sizes.
+        ``(*lead, *level_shape, dim)`` with ``dim`` = :func:`factor_dim`.
     """
-    if factor.is_classifier:  # the class index, as one float per instance
-        return values[factor.targets[0]].astype(jnp.float32)[..., None]
-    parts = []
-    for name in factor.targets:
-        site = graph.sites[name]
-        unconstrained = biject_to(site.support).inv(values[name])
-        n_event = len(site.unconstrained_shape)
-        head = unconstrained.shape[: unconstrained.ndim - n_event]
-        parts.append(unconstrained.reshape(head + (-1,)))
-    return jnp.concatenate(parts, axis=-1)
+    return kind_of(factor).pack(values, factor, graph)
 
 
 def factor_dim(factor: Factor, graph: ModelGraph) -> int:
-    """Length of the packed unconstrained vector of ``factor`` (1 for a classifier: the class index)."""
-    if factor.is_classifier:
-        return 1
-    return sum(graph.sites[n].unconstrained_size for n in factor.targets)
+    """Length of the packed vector of ``factor`` (1 for a classifier: the class index)."""
+    return kind_of(factor).dim(factor, graph)
 
 
 def unpack_factor(packed: jax.Array, factor: Factor, graph: ModelGraph) -> dict[str, jax.Array]:
     """Inverse of :func:`pack_factor`: ``(*lead, dim)`` → constrained ``(*lead, *event)`` per site."""
-    if factor.is_classifier:
-        return {factor.targets[0]: jnp.round(packed[..., 0]).astype(jnp.int32)}
-    out, start = {}, 0
-    head = packed.shape[:-1]
-    for name in factor.targets:
-        site = graph.sites[name]
-        size = site.unconstrained_size
-        chunk = packed[..., start : start + size].reshape(head + site.unconstrained_shape)
-        out[name] = biject_to(site.support)(chunk)
-        start += size
-    return out
+    return kind_of(factor).unpack(packed, factor, graph)
 
 
 def _simulate_one(key: jax.Array, graph: ModelGraph, factorization: Factorization, sizes=None,

@@ -27,6 +27,7 @@ import numpy as np
 from amortize.build import AmortizerNetwork, NetworkSpec, Standardization, log_prob, packable_levels
 from amortize.design import Design
 from amortize.devices import training_devices
+from amortize.factors import kind_of
 from amortize.graph import Factorization, ModelGraph
 from amortize.loop import TrainConfig, checked_budget, optimize, valid_mean
 from amortize.networks.packing import pack, packing_total
@@ -68,7 +69,7 @@ def set_standardization(net: AmortizerNetwork, spec: NetworkSpec, pilot: Simulat
         net.data_loc[name] = Standardization(jnp.asarray(loc))
         net.data_scale[name] = Standardization(jnp.asarray(scale))
     for factor in spec.factors:
-        if factor.is_classifier:  # class indices are targets of a softmax, not standardized
+        if not kind_of(factor).standardized:  # e.g. class indices: targets of a softmax
             continue
         loc, scale = _masked_moments(pilot.latents[factor.name], level_mask(factor.path), robust=False)
         net.latent_loc[factor.name] = Standardization(jnp.asarray(loc))

@@ -19,7 +19,7 @@ STAGES = (
     ("amortize._version", "amortize.errors"),
     ("amortize.program",),
     ("amortize.graph",),
-    ("amortize.simulate", "amortize.networks", "amortize.data", "amortize.design"),
+    ("amortize.simulate", "amortize.factors", "amortize.networks", "amortize.data", "amortize.design"),
     ("amortize.build",),
     ("amortize.devices", "amortize.loop", "amortize.train"),
     ("amortize.infer", "amortize.replay", "amortize.misspecification"),

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 from amortize.graph.sites import ModelGraph
 
-__all__ = ["Factor", "Factorization", "factorize"]
+__all__ = ["Factor", "Factorization", "factorize", "factor_kind"]
+
+
+def factor_kind(classes: int | None, markov: bool) -> str:
+    """The kind of a factor: ``"flow"`` (continuous latents), ``"classifier"`` (one mixture indicator
+    per instance) or ``"chain"`` (a hidden Markov chain of indicators along an ordered level)."""
+    if markov:
+        return "chain"
+    return "flow" if classes is None else "classifier"
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,13 @@ class Factor:
 
     @property
     def is_classifier(self) -> bool:
+        """A discrete factor (an indicator or a chain of them), whose value is a class index."""
         return self.classes is not None
+
+    @property
+    def kind(self) -> str:
+        """The kind of network that models this factor (see :mod:`amortize.factors`)."""
+        return factor_kind(self.classes, self.markov)
 
     def __str__(self) -> str:
         # A Markov factor is one chain per enclosing instance, given that instance's whole

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from amortize.build import NetworkSpec, draw_latents, log_prob
 from amortize.errors import RefineError
+from amortize.factors import kind_of
 from amortize.graph import Factorization, ModelGraph
 from amortize.refine.density import block_plates, log_density_terms, split_by_block
 
@@ -171,7 +172,7 @@ def self_consistency_loss(graph: ModelGraph, factorization: Factorization, spec:
         per step; not supported here).
     """
     for factor in factorization:
-        if factor.markov:
+        if not kind_of(factor).per_instance:
             raise RefineError(f"Self-consistency training does not support the hidden Markov chain "
                               f"`{factor.name}` (plate `{factor.level}`); train without self_consistency.")
     blocks = block_plates(graph, factorization)
