@@ -12,6 +12,8 @@ q(θ_j | φ, y_j), the defensive mixture of :mod:`amortize.refine.weights`):
     p̂(y_j | φ) = (1/M) Σ_m p(θ_jm, y_j | φ) / q(θ_jm | φ, y_j)
     elpd_j = log (1/S) Σ_s p̂(y_j | φ^(s)),   φ^(s) ~ q(φ | y_−j)
 
+Only the group's responses are scored: its design covariates (data sites that
+depend on no latent) are given, not predicted, and their density is left out.
 The older estimator drew θ_j from its prior, which leaves few effective
 draws for groups with many observations. Each fold reports the Pareto k̂ of
 the terms it averages (``pareto_k``): above 0.7 its estimate rests on a few
@@ -35,7 +37,7 @@ from amortize.errors import AmortizeError
 from amortize.infer import constrained
 from amortize.refine.weights import compiled_density, inner_weights
 from amortize.refine.psis import khat_threshold, log_mean_exp, psis
-from amortize.replay import log_likelihood_function, substitutes
+from amortize.replay import covariate_names, log_likelihood_function, substitutes
 
 __all__ = ["logo", "elpd_difference", "LOGOWarning"]
 
@@ -149,6 +151,9 @@ def logo(amortizer, data: Mapping[str, Any], *, plate: str | None = None, num_sa
     outer = [f.name for f in factorization if f.name not in inner]
     paths = {f.name: f.path for f in factorization}
     cache = {}
+    # The predictive density of the left-out group's responses: its design covariates (data sites that
+    # depend on no latent, such as eight schools' standard errors) are given, not predicted.
+    covariates = covariate_names(graph)
     elpd = np.empty(n_groups)
     pareto_k = np.empty(n_groups)
     groups = [int(g) for g in prepared.instances[plate][:, 0]]
@@ -160,7 +165,8 @@ def logo(amortizer, data: Mapping[str, Any], *, plate: str | None = None, num_sa
                                        num_samples, only=tuple(outer)).values)
         for row, group in enumerate(batch):
             single = select_instance(prepared, graph, plate, group)
-            density = compiled_density(graph, factorization, padded_from_prepared(single, graph), (plate,), cache)
+            density = compiled_density(graph, factorization, padded_from_prepared(single, graph), (plate,), cache,
+                                       exclude=covariates)
             weights, _, _ = inner_weights(draw, density, single, {f: np.asarray(held_out[f][row]) for f in outer},
                                           inner, inner_draws, jax.random.fold_in(inner_key, group), (plate,),
                                           max(num_samples * inner_draws, 1), paths)

@@ -121,7 +121,7 @@ def log_density_terms(graph: ModelGraph, factorization: Factorization, sizes: di
 
 
 def log_density_function(graph: ModelGraph, factorization: Factorization, sizes: dict,
-                         blocks: tuple[str, ...]):
+                         blocks: tuple[str, ...], exclude: tuple[str, ...] = ()):
     """A jitted ``(values, data, masks) -> {"outer": (N,), plate: (N, n_plate)}``: the program's log joint density.
 
     Parameters of the returned function
@@ -135,12 +135,14 @@ def log_density_function(graph: ModelGraph, factorization: Factorization, sizes:
     The density includes the Jacobian of each continuous latent's
     ``biject_to``, so it is a density in the same coordinates as log q. The
     data are arguments, not constants: one compilation serves every data set
-    of the same padded sizes.
+    of the same padded sizes. Sites in ``exclude`` are left out (e.g. the
+    design covariates, whose density a predictive density does not score).
     """
     paths = {n: s.path for n, s in graph.sites.items()}
     terms_of = log_density_terms(graph, factorization, sizes)
 
     def one(values, data, masks):
-        return split_by_block(terms_of(values, data, masks), paths, masks, blocks)
+        terms = {n: v for n, v in terms_of(values, data, masks).items() if n not in exclude}
+        return split_by_block(terms, paths, masks, blocks)
 
     return jax.jit(jax.vmap(one, in_axes=(0, None, None)))

@@ -436,13 +436,15 @@ def chain_sum(graph: ModelGraph, factorization: Factorization, prepared: Prepare
     return sum_out_chain(evaluate, values, chain, np.asarray(prepared.masks[chain.path[0]][0], bool))
 
 
-def compiled_density(graph: ModelGraph, factorization: Factorization, padded, blocks, cache: dict | None):
+def compiled_density(graph: ModelGraph, factorization: Factorization, padded, blocks, cache: dict | None,
+                     exclude: tuple[str, ...] = ()):
     """``values -> {"outer", plate: ...}``: the program's log density on ``padded``'s data, compiled once
-    per padded sizes (kept in ``cache``; see :func:`~amortize.refine.density.log_density_function`)."""
+    per padded sizes (kept in ``cache``; see :func:`~amortize.refine.density.log_density_function`),
+    without the sites in ``exclude``."""
     cache = {} if cache is None else cache
-    cache_key = (tuple(sorted(padded.sizes.items())), blocks)
+    cache_key = (tuple(sorted(padded.sizes.items())), blocks, tuple(exclude))
     if cache_key not in cache:
-        cache[cache_key] = log_density_function(graph, factorization, padded.sizes, blocks)
+        cache[cache_key] = log_density_function(graph, factorization, padded.sizes, blocks, exclude)
     compiled = cache[cache_key]
     data = {n: jnp.asarray(v, jnp.float32) for n, v in padded.data.items()}
     plate_masks = {p: jnp.asarray(m) for p, m in padded.masks.items()}
