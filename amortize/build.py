@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from amortize.factors import kind_of
+from amortize.factors import KINDS, kind_of
 from amortize.graph import Factorization, ModelGraph, factor_kind
 from amortize.networks import MLP, LevelSummary
 from amortize.networks.config import NetworkConfig
@@ -137,13 +137,13 @@ class AmortizerNetwork(nnx.Module):
     def __init__(self, spec: NetworkSpec, *, rngs: nnx.Rngs):
         c = spec.config
         self.summaries, self.root = summary_networks(spec, rngs=rngs)
-        collections = {"flows": {}, "classifiers": {}}
+        collections = {kind.collection: {} for kind in KINDS.values()}  # "flows", "classifiers"
         for factor in spec.factors:
             context_dims = (c.embed_dim, *(d for _, d in factor.parent_factors))
             kind = kind_of(factor)
             collections[kind.collection][factor.name] = kind.network(factor, c, context_dims, rngs=rngs)
-        self.flows = nnx.Dict(collections["flows"])
-        self.classifiers = nnx.Dict(collections["classifiers"])
+        for name, modules in collections.items():
+            setattr(self, name, nnx.Dict(modules))
         self.data_loc, self.data_scale = data_standardization(spec)
         self.latent_loc = nnx.Dict({f.name: Standardization(jnp.zeros(f.dim)) for f in spec.factors})
         self.latent_scale = nnx.Dict({f.name: Standardization(jnp.ones(f.dim)) for f in spec.factors})
