@@ -76,6 +76,11 @@ class FactorKind:
         """Inverse of :meth:`pack`: ``(*lead, dim)`` → constrained ``(*lead, *event)`` per site."""
         raise NotImplementedError
 
+    def unpack_and_log_det(self, packed: jax.Array, factor, graph) -> tuple[dict, dict]:
+        """:meth:`unpack`, and per site the log |Jacobian| ``(*lead)`` of the map from the packed values
+        (none for a kind whose values are not transformed, e.g. class indices)."""
+        return self.unpack(packed, factor, graph), {}
+
     # The network (stage: networks).
     def network(self, factor, config, context_dims: tuple[int, ...], *, rngs: nnx.Rngs) -> nnx.Module:
         """The factor's network; ``context_dims``: widths of the embedding and each parent factor."""

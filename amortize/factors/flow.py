@@ -29,15 +29,16 @@ class FlowKind(FactorKind):
         return jnp.concatenate(parts, axis=-1)
 
     def unpack(self, packed, factor, graph):
-        out, start = {}, 0
-        head = packed.shape[:-1]
-        for name in factor.targets:
-            site = graph.sites[name]
-            size = site.unconstrained_size
-            chunk = packed[..., start : start + size].reshape(head + site.unconstrained_shape)
-            out[name] = biject_to(site.support)(chunk)
-            start += size
-        return out
+        return {name: biject_to(graph.sites[name].support)(chunk) for name, chunk in _chunks(packed, factor, graph)}
+
+    def unpack_and_log_det(self, packed, factor, graph):
+        values, log_dets = {}, {}
+        for name, chunk in _chunks(packed, factor, graph):
+            transform = biject_to(graph.sites[name].support)
+            values[name] = transform(chunk)
+            log_det = transform.log_abs_det_jacobian(chunk, values[name])
+            log_dets[name] = log_det.reshape(packed.shape[:-1] + (-1,)).sum(-1)
+        return values, log_dets
 
     def network(self, factor, config, context_dims, *, rngs):
         kind, hidden, depth = config.flow_settings(local=factor.level is not None, dim=factor.dim)
@@ -55,3 +56,13 @@ class FlowKind(FactorKind):
             value, density = module.sample_and_log_prob(key, projected, defensive)
             return FactorDraw(value, density, {})
         return FactorDraw(module.sample(key, projected), None, {})
+
+
+def _chunks(packed, factor, graph):
+    """Each target site's unconstrained part of ``packed`` ``(*lead, dim)``, as ``(*lead, *unconstrained_shape)``."""
+    start = 0
+    for name in factor.targets:
+        site = graph.sites[name]
+        yield name, packed[..., start:start + site.unconstrained_size].reshape(
+            packed.shape[:-1] + site.unconstrained_shape)
+        start += site.unconstrained_size

@@ -23,9 +23,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from numpyro import handlers
-from numpyro.distributions.transforms import biject_to
 
 from amortize.data import PaddedPosterior
+from amortize.factors import kind_of
 from amortize.graph import Factorization, ModelGraph
 from amortize.replay import masked_program, program_arguments
 from amortize.simulate import from_canonical, instance_log_prob
@@ -91,22 +91,9 @@ def log_density_terms(graph: ModelGraph, factorization: Factorization, sizes: di
         program = masked_program(graph, padded)
         substituted, jacobians = {}, {}
         for factor in factorization:
-            packed = values[factor.name]
-            if factor.is_classifier:
-                name = factor.targets[0]
-                substituted[name] = from_canonical(jnp.round(packed[..., 0]).astype(jnp.int32), graph.sites[name])
-                continue
-            start = 0
-            for name in factor.targets:
-                site = graph.sites[name]
-                chunk = packed[..., start:start + site.unconstrained_size]
-                start += site.unconstrained_size
-                unconstrained = chunk.reshape(chunk.shape[:-1] + site.unconstrained_shape)
-                transform = biject_to(site.support)
-                value = transform(unconstrained)
-                log_det = transform.log_abs_det_jacobian(unconstrained, value)
-                jacobians[name] = log_det.reshape(chunk.shape[:-1] + (-1,)).sum(-1)
-                substituted[name] = from_canonical(value, site)
+            sites, log_dets = kind_of(factor).unpack_and_log_det(values[factor.name], factor, graph)
+            substituted.update({name: from_canonical(value, graph.sites[name]) for name, value in sites.items()})
+            jacobians.update(log_dets)
         trace = handlers.trace(handlers.seed(handlers.substitute(program, data=substituted), 0)).get_trace(**kwargs)
         terms = {}
         for name, site in graph.sites.items():
