@@ -23,7 +23,8 @@ from amortize.design import Design, make_design
 from amortize.errors import AmortizationGapWarning, AmortizeError, DataError, ModelError
 from amortize.graph import Factorization, ModelGraph, build_graph, factorize
 from amortize.infer import gather_instances, make_latent_sampler, make_sampler
-from amortize.program.arguments import AdaptedProgram, adapt
+from amortize.program.adapted import AdaptedProgram
+from amortize.program.arguments import adapt
 from amortize.misspecification import QUANTILE, make_summarizer, summary_check
 from amortize.refine.consistency import SelfConsistency, self_consistency_loss
 from amortize.refine.sampling import posterior_draws
