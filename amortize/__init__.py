@@ -11,7 +11,7 @@ from amortize._version import __version__  # noqa: F401
 
 from amortize.amortizer import Amortizer, compile  # noqa: E402
 from amortize.build import NetworkConfig  # noqa: E402
-from amortize.compare import ModelComparison, compare  # noqa: E402
+from amortize.comparison import ModelComparison, compare  # noqa: E402
 from amortize.design import Design  # noqa: E402
 from amortize.devices import use_cpu_cores  # noqa: E402
 from amortize.errors import (  # noqa: E402

@@ -9,7 +9,7 @@ and the sampler can be jitted at the boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,7 @@ __all__ = [
     "NetworkConfig",
     "NetworkSpec",
     "AmortizerNetwork",
+    "SummarizedNetwork",
     "Standardization",
     "network_spec",
     "summary_networks",
@@ -92,8 +93,12 @@ class NetworkSpec:
     config: NetworkConfig
 
 
-def network_spec(graph: ModelGraph, factorization: Factorization, config: NetworkConfig) -> NetworkSpec:
-    """Read off the structure of the networks from the factorization."""
+def network_spec(graph: ModelGraph, factorization: Factorization | None, config: NetworkConfig) -> NetworkSpec:
+    """Read off the structure of the networks from the factorization.
+
+    ``factorization=None``: the hierarchical summary only, no factor networks
+    (the model-comparison classifier, :mod:`amortize.model_classifier`).
+    """
     def data_at(level):
         return tuple((n, graph.sites[n].event_size) for n in graph.sites_at(level, "data"))
 
@@ -102,6 +107,7 @@ def network_spec(graph: ModelGraph, factorization: Factorization, config: Networ
                   window=config.ordered_window if plate.ordered else 1)
         for name, plate in graph.plates.items()
     )
+    factorization = () if factorization is None else factorization
     dims = {f.name: factor_dim(f, graph) for f in factorization}
     factors = tuple(
         FactorSpec(f.name, f.level, f.path, dims[f.name], tuple((p, dims[p]) for p in f.parent_factors),
@@ -109,6 +115,26 @@ def network_spec(graph: ModelGraph, factorization: Factorization, config: Networ
         for f in factorization
     )
     return NetworkSpec(levels, data_at(None), graph.children(None), factors, config)
+
+
+class SummarizedNetwork(Protocol):
+    """What :func:`embed` and data standardization need of a network: the hierarchical summary.
+
+    Both the posterior amortizer (:class:`AmortizerNetwork`) and the
+    model-comparison classifier (:class:`amortize.model_classifier.ComparisonNetwork`)
+    hold one, made by :func:`summary_networks` and :func:`data_standardization`.
+
+    Attributes
+    ----------
+    summaries : nnx.Dict of plate → LevelSummary
+    root : MLP
+    data_loc, data_scale : nnx.Dict of data site → Standardization ``(features,)``
+    """
+
+    summaries: nnx.Dict
+    root: MLP
+    data_loc: nnx.Dict
+    data_scale: nnx.Dict
 
 
 class Standardization(nnx.Variable):
@@ -181,7 +207,7 @@ def data_standardization(spec: NetworkSpec) -> tuple[nnx.Dict, nnx.Dict]:
             nnx.Dict({n: Standardization(jnp.ones(f)) for n, f in sites.items()}))
 
 
-def _standardized_data(net: AmortizerNetwork, name: str, value: jax.Array) -> jax.Array:
+def _standardized_data(net: SummarizedNetwork, name: str, value: jax.Array) -> jax.Array:
     return (value - net.data_loc[name][...]) / net.data_scale[name][...]
 
 
@@ -194,7 +220,7 @@ def packable_levels(spec: NetworkSpec) -> tuple[str, ...]:
     return tuple(lv.name for lv in spec.levels if lv.name not in occupied and not lv.ordered)
 
 
-def embed(net: AmortizerNetwork, spec: NetworkSpec, data: dict, masks: dict,
+def embed(net: SummarizedNetwork, spec: NetworkSpec, data: dict, masks: dict,
           packing: dict | None = None) -> dict[str, jax.Array]:
     """Data → embeddings, innermost levels first.
 

@@ -9,7 +9,7 @@ imports the other and :mod:`~amortize.persist` imports neither.
 from __future__ import annotations
 
 from amortize.amortizer import Amortizer
-from amortize.compare import ModelComparison
+from amortize.comparison import ModelComparison
 from amortize.persist import COMPARISON_FORMAT, read_archive
 
 __all__ = ["load"]

@@ -7,7 +7,7 @@ validation on held-out simulations, a progress bar, Ctrl-C, and
 data-parallel steps over several devices (:mod:`amortize.devices`). What
 is simulated and what the loss is belong to the caller: the amortizer's
 posterior networks (:mod:`amortize.train`) and the model-comparison
-classifier (:mod:`amortize.compare`).
+classifier (:mod:`amortize.comparison`).
 
 Over 400 lines, but one concept: most of it is ``TrainConfig``'s documented
 settings and the one loop; the loop's parts (schedule, validation, progress,

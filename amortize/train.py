@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from amortize.build import AmortizerNetwork, NetworkSpec, Standardization, log_prob, packable_levels
+from amortize.build import (AmortizerNetwork, NetworkSpec, Standardization, SummarizedNetwork, log_prob,
+                            packable_levels)
 from amortize.design import Design
 from amortize.devices import training_devices
 from amortize.factors import kind_of
@@ -52,8 +53,12 @@ def _masked_moments(values: np.ndarray, mask: np.ndarray, robust: bool):
     return loc.astype(np.float32), scale.astype(np.float32)
 
 
-def set_standardization(net: AmortizerNetwork, spec: NetworkSpec, pilot: Simulation) -> None:
+def set_standardization(net: SummarizedNetwork, spec: NetworkSpec, pilot: Simulation) -> None:
     """Set input and target standardization from pilot simulations (in place).
+
+    ``net`` is any network with the hierarchical summary; the targets' (the
+    factors' latents) only where ``spec`` has factors, i.e. for an
+    :class:`~amortize.build.AmortizerNetwork`.
 
     Data use median and half the 16–84% range (robust to heavy tails);
     unconstrained latents use mean and standard deviation.

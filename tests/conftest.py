@@ -19,7 +19,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 LONG_FILES = ("program/test_arguments.py", "test_amortizer.py", "test_train.py", "test_markov_indicators.py",
               "test_docs_validation.py", "test_docs.py", "test_indicators.py", "test_docs_from_mcmc.py",
               "models/test_air_traffic.py", "test_design.py", "refine/test_refine.py", "refine/test_consistency.py",
-              "test_readme.py", "test_compare.py", "models/test_ddm.py", "refine/test_chains.py",
+              "test_readme.py", "test_comparison.py", "models/test_ddm.py", "refine/test_chains.py",
               "test_devices.py", "test_cli.py")
 
 

@@ -21,13 +21,13 @@ STAGES = (
     ("amortize.graph",),
     ("amortize.simulate", "amortize.factors", "amortize.networks", "amortize.data", "amortize.design"),
     ("amortize.build",),
-    ("amortize.devices", "amortize.loop", "amortize.train"),
+    ("amortize.devices", "amortize.loop", "amortize.train", "amortize.model_classifier"),
     ("amortize.infer", "amortize.replay", "amortize.misspecification"),
     ("amortize.refine",),
     ("amortize.convert",),
     ("amortize.diagnostics", "amortize.reference"),
     ("amortize.persist",),
-    ("amortize.amortizer", "amortize.compare"),
+    ("amortize.amortizer", "amortize.comparison"),
     ("amortize.loading", "amortize.demo", "amortize.cli", "amortize.models", "amortize"),
 )
 
