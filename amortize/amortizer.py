@@ -1,7 +1,11 @@
 """The ``Amortizer`` facade: compile, fit, sample, save, load.
 
 Everything stochastic takes an explicit seed; the pure pieces live in
-:mod:`amortize.train`, :mod:`amortize.infer` and :mod:`amortize.convert`.
+:mod:`amortize.train`, :mod:`amortize.infer`, :mod:`amortize.refine` and
+:mod:`amortize.convert`. One concept, the object users hold; it runs past
+400 lines because more than half of them are the numpydoc of its public
+methods, which users read with ``help()``. Each method delegates: no
+algorithm lives here.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from amortize._version import __version__
 from amortize import persist
 from amortize.build import AmortizerNetwork, NetworkConfig, network_spec
 from amortize.convert import to_datatree, with_deterministics
-from amortize.data import prepare_data
+from amortize.prepare import prepare_data
 from amortize.design import Design, make_design
 from amortize.errors import AmortizationGapWarning, AmortizeError, DataError, ModelError
 from amortize.graph import Factorization, ModelGraph, build_graph, factorize

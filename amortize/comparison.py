@@ -20,7 +20,7 @@ from flax import nnx
 
 from amortize import persist
 from amortize.build import NetworkConfig, network_spec
-from amortize.data import prepare_data
+from amortize.prepare import prepare_data
 from amortize.errors import AmortizeError, AmortizerFileError, ModelError
 from amortize.graph import ModelGraph, build_graph
 from amortize.loop import TrainConfig, checked_budget, optimize

@@ -13,11 +13,12 @@ import arviz as az
 import numpy as np
 import xarray as xr
 
-from amortize.data import PaddedPosterior, PreparedData, padded_from_prepared
+from amortize.padded_program import PaddedPosterior, padded_from_prepared
+from amortize.prepare import PreparedData
 from amortize.errors import DataError
 from amortize.graph import ModelGraph
-from amortize.data import take_instances
-from amortize.replay import covariate_names, deterministic_draws
+from amortize.prepare import take_instances
+from amortize.padded_program import covariate_names, deterministic_draws
 
 __all__ = ["to_datatree", "from_datatree", "padded_from_prepared", "add_groups", "instance_dataset",
            "parent_coordinate", "PaddedPosterior", "instance_dims", "with_deterministics", "parameter_names",

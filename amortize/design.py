@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from amortize.data import prepare_data
+from amortize.prepare import prepare_data
 from amortize.errors import AmortizationGapWarning, DataError
 from amortize.graph import ModelGraph
 

@@ -13,7 +13,7 @@ import jax
 from flax import nnx
 
 from amortize.build import AmortizerNetwork, NetworkSpec, draw_latents
-from amortize.data import PreparedData, take_instances
+from amortize.prepare import PreparedData, take_instances
 from amortize.graph import Factorization, ModelGraph
 from amortize.simulate import unpack_factor
 

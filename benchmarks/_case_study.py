@@ -167,7 +167,7 @@ def draw_latencies_ms(amortizer, data: dict, num_samples: int = 1000, repeats: i
     """
     import jax
 
-    from amortize.data import prepare_data
+    from amortize.prepare import prepare_data
 
     prepared = prepare_data(amortizer.graph, data, pad_to=amortizer.graph.max_sizes())
     amortizer.draws(data, num_samples)

@@ -60,7 +60,7 @@ def reference_posterior(folder):
     from pathlib import Path
 
     from amortize.convert import to_datatree
-    from amortize.data import prepare_data
+    from amortize.prepare import prepare_data
     from amortize.graph import graph_for
 
     path = Path(folder) / "eight_schools_noncentered_reference_draws.csv"

@@ -79,7 +79,7 @@ def exact_conjugate_draws(groups, num_samples, seed=0):
 def exact_conjugate_tree(groups, num_samples=4000, seed=0, num_chains=4):
     """The exact conjugate posterior of ``groups`` as a DataTree in amortize's layout."""
     from amortize.convert import to_datatree
-    from amortize.data import prepare_data
+    from amortize.prepare import prepare_data
     from amortize.graph import graph_for
 
     graph = graph_for(conjugate_normal.model, ["y"])

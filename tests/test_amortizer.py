@@ -8,7 +8,7 @@ import pytest
 
 import amortize as am
 from amortize.build import embed, log_prob
-from amortize.data import prepare_data
+from amortize.prepare import prepare_data
 from amortize.models import conjugate_normal
 from tests.conftest import CONJUGATE_SIZES
 

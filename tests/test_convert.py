@@ -3,7 +3,7 @@
 import numpy as np
 
 from amortize.convert import from_datatree, to_datatree
-from amortize.data import prepare_data
+from amortize.prepare import prepare_data
 from amortize.graph import build_graph
 from tests.conftest import three_level
 

@@ -8,7 +8,7 @@ import pytest
 import amortize as am
 from amortize import factors
 from amortize.build import draw_latents, log_prob
-from amortize.data import prepare_data
+from amortize.prepare import prepare_data
 from amortize.infer import constrained
 from amortize.models import eight_schools as es
 from amortize.models import gaussian_hmm, gaussian_mixture

@@ -7,7 +7,7 @@ import pytest
 
 import amortize as am
 from amortize.build import log_prob
-from amortize.data import prepare_data
+from amortize.prepare import prepare_data
 from amortize.infer import constrained, gather_instances, make_latent_sampler, make_sampler
 from amortize.models import eight_schools as es
 

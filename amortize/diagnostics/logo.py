@@ -32,12 +32,13 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from amortize.data import padded_from_prepared, prepare_data, select_instance
+from amortize.padded_program import padded_from_prepared
+from amortize.prepare import prepare_data, select_instance
 from amortize.errors import AmortizeError
 from amortize.infer import constrained
 from amortize.refine.weights import compiled_density, inner_weights
-from amortize.refine.psis import khat_threshold, log_mean_exp, psis
-from amortize.replay import covariate_names, log_likelihood_function, substitutes
+from amortize.refine.pareto import khat_threshold, log_mean_exp, psis
+from amortize.padded_program import covariate_names, log_likelihood_function, substitutes
 
 __all__ = ["logo", "elpd_difference", "LOGOWarning"]
 

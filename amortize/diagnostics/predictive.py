@@ -13,12 +13,12 @@ import numpy as np
 import xarray as xr
 
 from amortize.convert import DATA_GROUPS, add_groups, from_datatree, instance_dataset
-from amortize.data import take_instances
+from amortize.prepare import take_instances
 from amortize.errors import AmortizeError
 from amortize.graph import resolve_graph
-from amortize.replay import conditional_prior_moments, one_step_predictive, pointwise_log_likelihood
-from amortize.replay import posterior_predictive as replay_predictive
-from amortize.replay import response_names
+from amortize.padded_program import conditional_prior_moments, one_step_predictive, pointwise_log_likelihood
+from amortize.padded_program import posterior_predictive as replay_predictive
+from amortize.padded_program import response_names
 
 __all__ = ["posterior_predictive", "log_likelihood", "pooling_factors", "predictive_summary"]
 

@@ -148,7 +148,7 @@ def validate(amortizer, path, *, data: Mapping[str, Any] | None = None, index=No
         has_local = bool(amortizer.graph.local_continuous_latents)
         reference_pooling = None
         if reference is not None:
-            from amortize.reference.compare import compare_posteriors, summarize_comparison
+            from amortize.reference.agreement import compare_posteriors, summarize_comparison
 
             table = compare_posteriors(tree, reference, seed=seed)
             report.comparison = table

@@ -180,7 +180,7 @@ def series_figure_data(tree, model, max_panels: int = 16) -> dict:
     from amortize.convert import parent_coordinate
     from amortize.diagnostics.predictive import _graph
     from amortize.errors import AmortizeError
-    from amortize.replay import response_names
+    from amortize.padded_program import response_names
 
     graph = _graph(model, tree)
     level = graph.ordered_level

@@ -4,7 +4,7 @@
 >>> table = am.reference.compare_posteriors(amortized, reference)         # doctest: +SKIP
 """
 
-from amortize.reference.compare import compare_posteriors, mmd, summarize_comparison
+from amortize.reference.agreement import compare_posteriors, mmd, summarize_comparison
 from amortize.reference.nuts import RHAT_THRESHOLD, ReferenceWarning, nuts
 
 __all__ = ["nuts", "compare_posteriors", "summarize_comparison", "mmd", "ReferenceWarning", "RHAT_THRESHOLD"]

@@ -1,7 +1,7 @@
 """NumPyro NUTS on the user's program, returned in amortize's DataTree layout.
 
 The program runs on the data at its real sizes; ragged plates are padded and
-their padded observations masked (:mod:`amortize.replay`), so NUTS and the
+their padded observations masked (:mod:`amortize.padded_program`), so NUTS and the
 amortizer see exactly the same joint density. The result has the same groups,
 dims and coords as :meth:`amortize.Amortizer.sample`, plus ``sample_stats``
 (divergences, tree depth, step size), so every diagnostic and comparison
@@ -19,10 +19,11 @@ from numpyro.infer.reparam import LocScaleReparam
 
 from amortize._version import __version__
 from amortize.convert import to_datatree, with_deterministics
-from amortize.data import padded_from_prepared, prepare_data
+from amortize.padded_program import padded_from_prepared
+from amortize.prepare import prepare_data
 from amortize.graph import ModelGraph, graph_for
 from amortize.refine.nuts import RHAT_THRESHOLD, run_nuts
-from amortize.replay import masked_program, program_arguments
+from amortize.padded_program import masked_program, program_arguments
 
 __all__ = ["nuts", "ReferenceWarning", "RHAT_THRESHOLD"]
 

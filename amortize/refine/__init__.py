@@ -5,14 +5,14 @@
   their Pareto k̂ (:class:`Certificate`), and resampling (``refine="psis"``).
 * :func:`warm_nuts` — NUTS on the same program started from amortized draws
   with their covariance as the mass matrix (``refine="nuts"``).
-* :mod:`amortize.refine.psis` — Pareto-smoothed importance sampling.
+* :mod:`amortize.refine.pareto` — Pareto-smoothed importance sampling (``psis``, ``pareto_khat``, ``relative_ess``).
 
 See docs/refinement.md for the methods and their limits.
 """
 
 from amortize.refine.certificate import Certificate
 from amortize.refine.weights import ImportanceResult, importance
-from amortize.refine.psis import pareto_khat, psis, relative_ess
+from amortize.refine.pareto import pareto_khat, psis, relative_ess
 
 __all__ = ["Certificate", "ImportanceResult", "certificate", "importance", "psis", "pareto_khat", "relative_ess"]
 

@@ -6,7 +6,7 @@ the networks report log q:
 
     log p(u, y) = Σ_sites log p(site | parents) + Σ_latents log |det ∂ biject_to(support)(u) / ∂u|
 
-The program runs on the padded data (:mod:`amortize.replay`); padded data
+The program runs on the padded data (:mod:`amortize.padded_program`); padded data
 instances and padded latent instances are left out of every sum, so the
 density is that of the real data set and its real latents.
 
@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 from numpyro import handlers
 
-from amortize.data import PaddedPosterior
+from amortize.padded_program import PaddedPosterior
 from amortize.factors import kind_of
 from amortize.graph import Factorization, ModelGraph
-from amortize.replay import masked_program, program_arguments
+from amortize.padded_program import masked_program, program_arguments
 from amortize.simulate import from_canonical, instance_log_prob
 
 __all__ = ["block_plates", "split_by_block", "log_density_terms", "log_density_function"]

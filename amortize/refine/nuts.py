@@ -22,10 +22,11 @@ from numpyro.diagnostics import split_gelman_rubin
 from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS, init_to_median
 
-from amortize.data import PaddedPosterior, PreparedData, padded_from_prepared, take_instances
+from amortize.padded_program import PaddedPosterior, padded_from_prepared
+from amortize.prepare import PreparedData, take_instances
 from amortize.errors import RefineError
 from amortize.graph import ModelGraph
-from amortize.replay import masked_program, program_arguments
+from amortize.padded_program import masked_program, program_arguments
 from amortize.simulate import from_canonical, to_canonical
 
 __all__ = ["NUTSRun", "run_nuts", "run_nuts_on_potential", "warm_start", "weighted_starts", "draw_covariance",

@@ -18,7 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from amortize.data import PreparedData, padded_from_prepared, prepare_data
+from amortize.prepare import PreparedData, prepare_data
+from amortize.padded_program import padded_from_prepared
 from amortize.errors import CertificateWarning, RefineError
 from amortize.graph import Factorization, ModelGraph
 from amortize.infer import constrained, gather_instances

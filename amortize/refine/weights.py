@@ -38,15 +38,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from amortize.data import PreparedData, padded_from_prepared
+from amortize.prepare import PreparedData
+from amortize.padded_program import padded_from_prepared
 from amortize.errors import RefineError
 from amortize.graph import Factorization, ModelGraph
 from amortize.refine.certificate import Certificate
 from amortize.refine.chains import chain_density_function, draw_chains, summable_chain, sum_out_chain
 from amortize.refine.density import block_plates, log_density_function, split_by_block
 from amortize.program.trace import sites_without_log_prob
-from amortize.refine.psis import khat_threshold, log_mean_exp, psis, relative_ess, resample
-from amortize.replay import masked_program, program_arguments
+from amortize.refine.pareto import khat_threshold, log_mean_exp, psis, relative_ess, resample
+from amortize.padded_program import masked_program, program_arguments
 
 __all__ = ["Certificate", "ImportanceResult", "importance", "inner_weights", "compiled_density", "chain_sum",
            "enumerated_classes", "plain_weights_first", "MIN_DRAWS"]

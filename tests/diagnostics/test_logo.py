@@ -95,11 +95,12 @@ def test_logo_scores_a_groups_responses_not_its_design_covariates():
     out its log(1/15) (every fold's elpd was 2.7 too low, -52.4 in all against PSIS-LOO's -30.7)."""
     import jax
 
-    from amortize.data import padded_from_prepared, prepare_data
+    from amortize.padded_program import padded_from_prepared
+    from amortize.prepare import prepare_data
     from amortize.infer import make_latent_sampler
     from amortize.models import eight_schools as es
     from amortize.refine.weights import compiled_density
-    from amortize.replay import covariate_names
+    from amortize.padded_program import covariate_names
 
     amortizer = am.compile(es.model, data=["y", "sigma"], sizes=es.SIZES).init(seed=0, pilot_size=64)
     graph, factorization = amortizer.graph, amortizer.factorization

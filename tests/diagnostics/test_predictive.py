@@ -77,7 +77,7 @@ def test_pooling_needs_a_local_parameter():
             numpyro.sample("y", dist.Normal(mu, 1), obs=y)
 
     from amortize.convert import to_datatree
-    from amortize.data import prepare_data
+    from amortize.prepare import prepare_data
     from amortize.graph import graph_for
 
     graph = graph_for(global_only, ["y"])
@@ -114,7 +114,7 @@ def test_exact_draws_helper_is_the_exact_posterior():
 
 def _air_traffic_tree(data: dict, draws: dict):
     from amortize.convert import to_datatree
-    from amortize.data import prepare_data
+    from amortize.prepare import prepare_data
     from amortize.graph import graph_for
     from amortize.models import air_traffic
 

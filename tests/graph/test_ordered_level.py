@@ -66,7 +66,7 @@ def test_latent_states_inside_a_scan_are_rejected():
 def test_covariates_inside_a_scan_are_told_from_responses():
     # NumPyro's provenance sees the scan's carry as one value and reports every
     # scanned site as depending on every latent; amortize asks the gradients.
-    from amortize.replay import covariate_names, response_names
+    from amortize.padded_program import covariate_names, response_names
 
     graph = build_graph(air_traffic.model, ["u", "w", "y"], {"country": (2, 6), "time": (3, 5)})
     assert covariate_names(graph) == ("u", "w") and response_names(graph) == ("y",)
@@ -79,7 +79,7 @@ def test_a_dependence_through_a_relu_at_zero_gradient_is_kept():
     draw (the analysis before issue 20, item 5) dropped `shift` from y's parents, so y looked like a
     covariate (no latent parent) and was conditioned on, not inferred. The jaxpr's data flow keeps it."""
     from numpyro.contrib.control_flow import scan as numpyro_scan
-    from amortize.replay import covariate_names
+    from amortize.padded_program import covariate_names
 
     def relu_series(n_time, y=None, x=None):
         shift = numpyro.sample("shift", dist.Normal(-5.0, 0.1))

@@ -115,9 +115,9 @@ def test_program_on_a_ragged_panel_scores_the_real_years_only():
     from numpyro.infer.util import log_density
 
     from amortize.convert import padded_from_prepared
-    from amortize.data import prepare_data
+    from amortize.prepare import prepare_data
     from amortize.graph import graph_for
-    from amortize.replay import masked_program, program_arguments
+    from amortize.padded_program import masked_program, program_arguments
 
     graph = graph_for(air_traffic.model, DATA)
     rng = np.random.default_rng(2)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import amortize as am
-from amortize.data import prepare_data
+from amortize.prepare import prepare_data
 from amortize.models import eight_schools, radon, sleepstudy
 from tests.conftest import SHARED_DATA
 

@@ -9,7 +9,7 @@ import pytest
 from scipy import integrate, stats
 
 import amortize as am
-from amortize.data import prepare_data
+from amortize.prepare import prepare_data
 from amortize.models import ddm
 from tests.conftest import SHARED_DATA
 

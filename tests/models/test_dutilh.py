@@ -110,7 +110,7 @@ def test_load_reads_the_first_400_trials_per_participant():
 
 def test_bad_responses_are_refused_naming_the_site():
     import amortize as am
-    from amortize.data import prepare_data
+    from amortize.prepare import prepare_data
 
     graph = am.compile(dutilh.model, data=["y"], sizes=dutilh.SIZES).graph
     good = np.column_stack([np.full(350, 0.4), np.ones(350)]).astype(np.float32)

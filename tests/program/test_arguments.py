@@ -570,9 +570,10 @@ def test_the_radon_tutorial_program_on_minnesotas_rows_has_numpyros_own_likeliho
     regrouped into 85 padded counties, scores the data exactly as NumPyro scores the long-format program."""
     from numpyro.infer.util import log_likelihood
 
-    from amortize.data import padded_from_prepared, prepare_data
+    from amortize.padded_program import padded_from_prepared
+    from amortize.prepare import prepare_data
     from amortize.models import radon
-    from amortize.replay import pointwise_log_likelihood
+    from amortize.padded_program import pointwise_log_likelihood
 
     rows, index = radon.load(SHARED_DATA / "radon")
     _, county_idx = np.unique(index["county"], return_inverse=True)

@@ -11,7 +11,8 @@ import pytest
 from numpyro.contrib.control_flow import scan
 
 import amortize as am
-from amortize.data import padded_from_prepared, prepare_data
+from amortize.padded_program import padded_from_prepared
+from amortize.prepare import prepare_data
 from amortize.models import gaussian_hmm as hmm
 from amortize.refine.chains import (chain_density_function, draw_chains, sum_out_chain, summable_chain,
                                     summed_log_density)

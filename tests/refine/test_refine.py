@@ -187,7 +187,8 @@ def test_warm_starts_for_a_site_whose_unconstrained_shape_differs():
     # (sleepstudy's random-effect correlation); NUTS must start from it and accept the mass matrix.
     import jax
 
-    from amortize.data import padded_from_prepared, prepare_data
+    from amortize.padded_program import padded_from_prepared
+    from amortize.prepare import prepare_data
     from amortize.refine.nuts import run_nuts, warm_start
 
     def correlated(n_group, y=None):

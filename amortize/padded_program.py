@@ -5,7 +5,7 @@ the likelihood of each observation under posterior draws, replicated data
 (posterior predictive), the conditional prior of each local parameter given
 its parents (pooling), and the joint density NUTS explores. Real data are
 ragged, the program is rectangular: the program runs at the padded sizes of a
-:class:`~amortize.data.PaddedPosterior`, and every data site's log density
+:class:`PaddedPosterior`, and every data site's log density
 is masked to its real instances. Latent sites are never masked: a padded
 latent instance is drawn from (or scored under) its prior, which keeps the
 joint density proper and leaves the real instances' posterior unchanged.
@@ -18,6 +18,7 @@ of log-likelihoods and predictive checks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import jax
@@ -27,11 +28,13 @@ from numpyro import handlers
 from numpyro.infer import Predictive
 from numpyro.primitives import Messenger
 
-from amortize.data import PaddedPosterior
+from amortize.prepare import PreparedData
 from amortize.graph import ModelGraph
 from amortize.simulate import from_canonical, instance_log_prob, to_canonical
 
 __all__ = [
+    "PaddedPosterior",
+    "padded_from_prepared",
     "MaskPadding",
     "covariate_names",
     "response_names",
@@ -46,6 +49,52 @@ __all__ = [
     "conditional_prior_moments",
     "deterministic_draws",
 ]
+
+
+@dataclass(frozen=True)
+class PaddedPosterior:
+    """A posterior (and its data) back in padded arrays, as the program sees them.
+
+    Attributes
+    ----------
+    sizes : dict of plate → int
+        Padded size of every plate (the most instances any enclosing instance has).
+    masks : dict of plate → bool ``(*plate sizes down to it)``
+    instances : dict of plate → int ``(n_instances, depth)``
+        Padded position of every instance, in the DataTree's order.
+    data : dict of site → ``(*plates, *event)``
+        Observed values; padded entries repeat the first real value (inside the
+        support, and masked out wherever the program uses them).
+    latents : dict of site → ``(S, *plates, *event)``
+        Posterior draws (chains stacked), padded entries filled the same way;
+        empty when the tree has no posterior group.
+    num_chains : int
+    """
+
+    sizes: dict
+    masks: dict
+    instances: dict
+    data: dict
+    latents: dict
+    num_chains: int
+
+
+def padded_from_prepared(prepared: PreparedData, graph: ModelGraph) -> PaddedPosterior:
+    """A prepared data set as a :class:`PaddedPosterior` with no draws, without going
+    through a DataTree."""
+    masks = {p: np.asarray(m[0]) for p, m in prepared.masks.items()}
+    sizes = {p: masks[p].shape[-1] for p in graph.plates}
+    data = {}
+    for name in graph.data_names:
+        site = graph.sites[name]
+        value = np.asarray(prepared.data[name][0], np.float64)
+        value = value.reshape(value.shape[:-1] + tuple(site.event_shape))
+        if site.path:
+            mask = masks[site.path[-1]]
+            first = value[tuple(prepared.instances[site.path[-1]][0])]
+            value = np.where(mask.reshape(mask.shape + (1,) * len(site.event_shape)), value, first)
+        data[name] = value
+    return PaddedPosterior(sizes, masks, dict(prepared.instances), data, {}, 1)
 
 
 class MaskPadding(Messenger):

@@ -13,6 +13,8 @@ Three input forms are accepted for a data site whose plates are
 
 Whatever the form, the result is a :class:`PreparedData`: arrays padded to a
 common shape, a boolean mask per plate, and the labels of every instance.
+Every check of user data happens here, once (deeper code assumes it passed);
+the program run at that padded layout is :mod:`amortize.padded_program`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,7 @@ import numpy as np
 from amortize.errors import AmortizationGapWarning, DataError
 from amortize.graph import ModelGraph
 
-__all__ = ["PreparedData", "PaddedPosterior", "prepare_data", "padded_from_prepared", "select_instance",
-           "take_instances"]
+__all__ = ["PreparedData", "padded_bucket", "prepare_data", "select_instance", "take_instances"]
 
 
 @dataclass(frozen=True)
@@ -403,49 +404,3 @@ def take_instances(value, positions: np.ndarray | None, lead: int = 1) -> np.nda
 def padded_bucket(size: int) -> int:
     """Round a size beyond the trained range up to a power of two (fewer recompilations)."""
     return 1 << math.ceil(math.log2(max(size, 1)))
-
-
-@dataclass(frozen=True)
-class PaddedPosterior:
-    """A posterior (and its data) back in padded arrays, as the program sees them.
-
-    Attributes
-    ----------
-    sizes : dict of plate → int
-        Padded size of every plate (the most instances any enclosing instance has).
-    masks : dict of plate → bool ``(*plate sizes down to it)``
-    instances : dict of plate → int ``(n_instances, depth)``
-        Padded position of every instance, in the DataTree's order.
-    data : dict of site → ``(*plates, *event)``
-        Observed values; padded entries repeat the first real value (inside the
-        support, and masked out wherever the program uses them).
-    latents : dict of site → ``(S, *plates, *event)``
-        Posterior draws (chains stacked), padded entries filled the same way;
-        empty when the tree has no posterior group.
-    num_chains : int
-    """
-
-    sizes: dict
-    masks: dict
-    instances: dict
-    data: dict
-    latents: dict
-    num_chains: int
-
-
-def padded_from_prepared(prepared: PreparedData, graph: ModelGraph) -> PaddedPosterior:
-    """A prepared data set as a :class:`PaddedPosterior` with no draws, without going
-    through a DataTree."""
-    masks = {p: np.asarray(m[0]) for p, m in prepared.masks.items()}
-    sizes = {p: masks[p].shape[-1] for p in graph.plates}
-    data = {}
-    for name in graph.data_names:
-        site = graph.sites[name]
-        value = np.asarray(prepared.data[name][0], np.float64)
-        value = value.reshape(value.shape[:-1] + tuple(site.event_shape))
-        if site.path:
-            mask = masks[site.path[-1]]
-            first = value[tuple(prepared.instances[site.path[-1]][0])]
-            value = np.where(mask.reshape(mask.shape + (1,) * len(site.event_shape)), value, first)
-        data[name] = value
-    return PaddedPosterior(sizes, masks, dict(prepared.instances), data, {}, 1)

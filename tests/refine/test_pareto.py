@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from amortize.refine.psis import khat_threshold, psis, relative_ess, resample
+from amortize.refine.pareto import khat_threshold, psis, relative_ess, resample
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0, 5.0])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import amortize as am
-from amortize.data import prepare_data
+from amortize.prepare import prepare_data
 from amortize.graph import build_graph
 from tests.conftest import three_level, two_level
 from tests.graph.test_factorize import several_latents

@@ -8,9 +8,10 @@ import pytest
 from scipy import stats
 
 import amortize as am
-from amortize.data import padded_from_prepared, prepare_data
+from amortize.padded_program import padded_from_prepared
+from amortize.prepare import prepare_data
 from amortize.models import conjugate_normal as cn
-from amortize.replay import (conditional_prior_moments, pointwise_log_likelihood, posterior_predictive,
+from amortize.padded_program import (conditional_prior_moments, pointwise_log_likelihood, posterior_predictive,
                              program_arguments)
 
 GROUPS = [np.array([0.4, 1.1]), np.array([-0.5, 0.1, 0.3, -0.2]), np.array([1.8])]
