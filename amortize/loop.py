@@ -348,8 +348,8 @@ def optimize(
             bar = tqdm(total=time_limit, desc="training", unit="s", dynamic_ncols=True,
                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
     carry = replicated((params, opt_state), devices)
-    # next_eval: a step count, or with a time budget and no validation_every, a fraction of it.
-    done, consecutive, next_eval = 0, 0, 0
+    # The next validation: at a step count (validation_every), or at a share of the time budget.
+    done, consecutive, next_eval_step, next_eval_share = 0, 0, 0, 0.0
     seconds_per_step = None  # measured on every chunk
     compiled_chunk = None
     training_started, last_fraction = None, 0.0
@@ -430,9 +430,12 @@ def optimize(
             history["invalid"].extend(invalid.tolist())
             done += n
             elapsed = time.perf_counter() - started
-            if (done >= next_eval) if every else (elapsed >= next_eval * time_limit):
+            if (done >= next_eval_step) if every else (elapsed >= next_eval_share * time_limit):
                 validate()
-                next_eval = done + every if every else elapsed / time_limit + 0.05
+                if every:
+                    next_eval_step = done + every
+                else:
+                    next_eval_share = elapsed / time_limit + 0.05
                 if on_validation is not None:
                     nnx.update(net, jax.device_put(carry[0], devices[0]))
                     on_validation({k: np.asarray(v) for k, v in history.items()})

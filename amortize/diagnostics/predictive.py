@@ -20,10 +20,11 @@ from amortize.padded_program import conditional_prior_moments, one_step_predicti
 from amortize.padded_program import posterior_predictive as replay_predictive
 from amortize.padded_program import response_names
 
-__all__ = ["posterior_predictive", "log_likelihood", "pooling_factors", "predictive_summary"]
+__all__ = ["posterior_predictive", "log_likelihood", "pooling_factors", "predictive_summary", "graph_of"]
 
 
-def _graph(model, tree):
+def graph_of(model, tree):
+    """The compiled graph of ``model`` with the data sites that ``tree``'s data groups hold."""
     names = [n for g in DATA_GROUPS if g in tree.children for n in tree[g].data_vars]
     return resolve_graph(model, names)
 
@@ -61,7 +62,7 @@ def posterior_predictive(tree, model, seed: int = 0, *, one_step: bool = False):
         after ``(chain, draw)``); its ``kind`` attribute says ``"replicated"`` or
         ``"one-step-ahead"``.
     """
-    graph = _graph(model, tree)
+    graph = graph_of(model, tree)
     padded = from_datatree(tree, graph)
     draw = one_step_predictive if one_step else replay_predictive
     replicated = jax.device_get(draw(graph, padded, jax.random.key(seed)))
@@ -80,7 +81,7 @@ def log_likelihood(tree, model, seed: int = 0):
     observations is a check of the observation-level fit; for predicting new
     groups use :func:`amortize.diagnostics.logo`.
     """
-    graph = _graph(model, tree)
+    graph = graph_of(model, tree)
     padded = from_datatree(tree, graph)
     values = jax.device_get(pointwise_log_likelihood(graph, padded, jax.random.key(seed)))
     group = {n: np.asarray(take_instances(v, _positions(padded, graph, n)), np.float64) for n, v in values.items()}
@@ -111,7 +112,7 @@ def pooling_factors(tree, model) -> xr.Dataset:
     AmortizeError
         The program has no local latent site.
     """
-    graph = _graph(model, tree)
+    graph = graph_of(model, tree)
     local = graph.local_continuous_latents
     if not local:
         raise AmortizeError("Pooling factors need a local latent site (one inside a plate); this program has none.")
@@ -137,7 +138,7 @@ def predictive_summary(tree, model) -> dict:
         draws), plus the posterior predictive p-values ``p_mean`` and ``p_sd``
         (fraction of draws with a statistic above the observed one).
     """
-    graph = _graph(model, tree)
+    graph = graph_of(model, tree)
     out = {}
     predictive = tree["posterior_predictive"]
     for name in response_names(graph):

@@ -178,11 +178,11 @@ def series_figure_data(tree, model, max_panels: int = 16) -> dict:
         The program has no ordered level, or ``tree`` has no ``posterior_predictive``.
     """
     from amortize.convert import parent_coordinate
-    from amortize.diagnostics.predictive import _graph
+    from amortize.diagnostics.predictive import graph_of
     from amortize.errors import AmortizeError
     from amortize.padded_program import response_names
 
-    graph = _graph(model, tree)
+    graph = graph_of(model, tree)
     level = graph.ordered_level
     if level is None:
         raise AmortizeError("Series predictive plots need an ordered level (a `scan` over `n_<level>` steps); "
