@@ -504,8 +504,9 @@ class Amortizer:
             stored = persist.restore_programs(archive.programs, archive.path, "am.load(path) without model=")
             model = stored.with_model(model)
         graph = persist.checked_graph(model, manifest, manifest["fingerprint"], archive.path)
-        # Archives from before scalar_local_hidden existed were built with flow_hidden there.
-        config = NetworkConfig(**{"scalar_local_hidden": None, **manifest["network_config"]})
+        # Archives from before scalar_local_hidden and quantiles existed were built with flow_hidden there
+        # and without quantile features.
+        config = NetworkConfig(**{"scalar_local_hidden": None, "quantiles": 0, **manifest["network_config"]})
         amortizer = cls(graph, factorize(graph), config)
         network = AmortizerNetwork(amortizer.spec, rngs=nnx.Rngs(0))
         persist.fill_weights(network, archive.weights, archive.path)

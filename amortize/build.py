@@ -18,7 +18,7 @@ from flax import nnx
 from amortize.factors import KINDS, kind_of
 from amortize.graph import Factorization, ModelGraph, factor_kind
 from amortize.networks import MLP, LevelSummary
-from amortize.networks.config import NetworkConfig
+from amortize.networks.config import AUTO_QUANTILES, NetworkConfig
 from amortize.simulate import factor_dim
 
 __all__ = [
@@ -194,10 +194,19 @@ def summary_networks(spec: NetworkSpec, *, rngs: nnx.Rngs) -> tuple[nnx.Dict, ML
         summaries[level.name] = LevelSummary(
             in_features, embed_dim=c.embed_dim, out_dim=c.pooled_dim, width=c.summary_width,
             depth=c.summary_depth, kind=c.summary, heads=c.attention_heads,
-            max_size=level.max_size, data_features=level.data_features, extremes=c.extremes, **common)
+            max_size=level.max_size, data_features=level.data_features, extremes=c.extremes,
+            quantiles=level_quantiles(spec, level.name), **common)
     root_in = sum(f for _, f in spec.root_data) + sum(summaries[p].out_features for p in spec.top_plates)
     root = MLP((max(root_in, 1), *(c.summary_width,) * c.summary_depth, c.embed_dim), **common)
     return nnx.Dict({level.name: summaries[level.name] for level in spec.levels}), root
+
+
+def level_quantiles(spec: NetworkSpec, level: str) -> int:
+    """Quantiles per own data feature that ``level``'s summary passes (see ``NetworkConfig.quantiles``)."""
+    if spec.config.quantiles is not None:
+        return spec.config.quantiles
+    indicators = any(f.classes is not None and not f.markov and f.level == level for f in spec.factors)
+    return AUTO_QUANTILES if indicators else 0
 
 
 def data_standardization(spec: NetworkSpec) -> tuple[nnx.Dict, nnx.Dict]:

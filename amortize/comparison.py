@@ -284,7 +284,7 @@ class ModelComparison:
                 f"exactly those names, in that order.")
         graphs = {name: persist.checked_graph(models[name], manifest, manifest["fingerprints"][name], path,
                                               label=f"Model `{name}`") for name in names}
-        comparison = cls(graphs, manifest["prior"], NetworkConfig(**manifest["network_config"]))
+        comparison = cls(graphs, manifest["prior"], NetworkConfig(**{"quantiles": 0, **manifest["network_config"]}))
         network = ComparisonNetwork(comparison.spec, len(names), rngs=nnx.Rngs(0))
         persist.fill_weights(network, archive.weights, path)
         comparison.network = network

@@ -10,6 +10,8 @@ The indicator ``z`` is an ordinary latent site: amortize gives it a
 classifier, p(w, mu, sigma | y) · Π_obs p(z | w, mu, sigma, y[obs]). Given the
 parameters, each indicator's exact posterior is the component responsibility
 (:func:`responsibilities`). Data ``y`` has shape ``(obs,)``.
+:func:`marginal_model` is the same mixture with the indicators summed out
+(NUTS's reference for w, mu and sigma, and an amortizer without a classifier).
 """
 
 import jax.numpy as jnp
@@ -19,7 +21,7 @@ import numpyro.distributions as dist
 
 from amortize.models._ordered import OrderedNormal
 
-__all__ = ["model", "responsibilities", "SIZES"]
+__all__ = ["model", "marginal_model", "responsibilities", "SIZES"]
 
 #: Training range of the tests and benchmarks: 10–100 observations.
 SIZES = {"obs": (10, 100)}
@@ -37,6 +39,17 @@ def model(n_obs, y=None):
     with numpyro.plate("obs", n_obs):
         z = numpyro.sample("z", dist.Bernoulli(w))
         numpyro.sample("y", dist.Normal(mu[z], sigma), obs=y)
+
+
+def marginal_model(n_obs, y=None):
+    """:func:`model` with the indicators summed out: the same joint density of w, mu, sigma and y."""
+    w = numpyro.sample("w", dist.Beta(2.0, 2.0))
+    mu = numpyro.sample("mu", _ordered_means())
+    sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
+    mixture = dist.MixtureSameFamily(dist.Categorical(jnp.stack([1 - w, w], -1)),
+                                     dist.Normal(mu, jnp.expand_dims(sigma, -1)))
+    with numpyro.plate("obs", n_obs):
+        numpyro.sample("y", mixture, obs=y)
 
 
 def responsibilities(y, w, mu, sigma) -> np.ndarray:

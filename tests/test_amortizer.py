@@ -214,6 +214,22 @@ def test_archives_from_before_scalar_local_hidden_load_with_their_widths(tmp_pat
     assert am.NetworkConfig().flow_settings(local=True, dim=2)[1] == am.NetworkConfig().flow_hidden
 
 
+def test_mixture_archives_from_before_quantiles_load_without_them(tmp_path):
+    """Such archives have no `quantiles`; their mixture summaries had no quantile features (now automatic)."""
+    from amortize.models import gaussian_mixture
+
+    old = am.compile(gaussian_mixture.model, data=["y"], sizes={"obs": (5, 10)},
+                     network=am.NetworkConfig(quantiles=0, summary_width=16, embed_dim=8, pooled_dim=8, flow_hidden=16))
+    old.fit(steps=1, batch_size=8, seed=0, progress=False)
+    path = tmp_path / "old.amortizer"
+    old.save(path)
+    _edit_manifest(path, lambda manifest: manifest["network_config"].pop("quantiles"))
+    loaded = am.load(path)
+    assert loaded.network.summaries["obs"].quantiles == 0
+    y = np.linspace(-2.0, 2.0, 7)
+    np.testing.assert_array_equal(old.draws({"y": y}, 20, seed=1)[0]["mu"], loaded.draws({"y": y}, 20, seed=1)[0]["mu"])
+
+
 def test_untrained_amortizer_refuses_to_sample():
     amortizer = am.compile(conjugate_normal.model, data=["y"], sizes=CONJUGATE_SIZES)
     with pytest.raises(am.AmortizeError, match=r"not trained yet; call `amortizer.fit"):

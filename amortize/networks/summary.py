@@ -32,7 +32,8 @@ from flax import nnx
 
 from amortize.networks.mlp import ACTIVATIONS, KERNEL_INIT, MLP
 
-__all__ = ["LevelSummary", "Padded", "Packed", "masked_mean", "masked_sd", "masked_correlations", "masked_extremes", "count_features"]
+__all__ = ["LevelSummary", "Padded", "Packed", "masked_mean", "masked_sd", "masked_correlations", "masked_extremes",
+           "masked_quantiles", "quantile_levels", "count_features"]
 
 _NEG = -1e9
 
@@ -53,6 +54,12 @@ class Padded(NamedTuple):
     def count(self) -> jax.Array:
         """Instances per set ``(...)``, float."""
         return jnp.sum(self.mask, axis=-1).astype(jnp.float32)
+
+    def order_statistics(self, x: jax.Array, rank: jax.Array) -> jax.Array:
+        """``x (..., n, f)`` sorted within each set; the values at integer ``rank (..., K)`` → ``(..., K, f)``."""
+        ordered = jnp.sort(jnp.where(self.mask[..., None], x, jnp.inf), axis=-2)
+        index = jnp.broadcast_to(rank[..., None], rank.shape + x.shape[-1:])
+        return jnp.take_along_axis(ordered, index.astype(jnp.int32), axis=-2)
 
     def spread(self, per_set: jax.Array) -> jax.Array:
         """Per-set values ``(..., f)`` → each instance's ``(..., 1, f)`` (broadcasts against ``(..., n, f)``)."""
@@ -84,6 +91,21 @@ class Packed:
 
     def count(self) -> jax.Array:
         return jax.ops.segment_sum(self.weight, self.segment, self.num_sets)
+
+    def order_statistics(self, x: jax.Array, rank: jax.Array) -> jax.Array:
+        """``x (T, f)`` sorted within each set; the values at integer ``rank (num_sets, K)`` → ``(num_sets, K, f)``."""
+        real = self.weight > 0
+        # Sort by set, then value; filler rows go after every set.
+        segment = jnp.where(real, self.segment, self.num_sets)
+        count = jax.ops.segment_sum(real.astype(jnp.int32), self.segment, self.num_sets)
+        start = jnp.cumsum(count) - count
+        position = jnp.clip(start[:, None] + rank.astype(jnp.int32), 0, x.shape[0] - 1)
+
+        def one_feature(column):
+            order = jnp.lexsort((jnp.where(real, column, jnp.inf), segment))
+            return column[order][position]
+
+        return jnp.moveaxis(jax.vmap(one_feature, in_axes=1, out_axes=0)(x), 0, -1)
 
     def spread(self, per_set: jax.Array) -> jax.Array:
         return per_set[self.segment]
@@ -150,6 +172,33 @@ def masked_extremes(x: jax.Array, mask) -> tuple[jax.Array, jax.Array]:
     return jnp.where(nonempty, low, 0.0), jnp.where(nonempty, high, 0.0)
 
 
+def quantile_levels(k: int) -> jax.Array:
+    """``k`` evenly spaced levels strictly inside (0, 1): ``(1, ..., k) / (k + 1)``."""
+    return jnp.arange(1, k + 1, dtype=jnp.float32) / (k + 1)
+
+
+def masked_quantiles(x: jax.Array, mask, k: int) -> jax.Array:
+    """Quantiles of every feature of ``x (..., n, f)`` over ``n`` where ``mask (..., n)``, at :func:`quantile_levels`.
+
+    Linear interpolation between order statistics (NumPy's default method);
+    zero for empty sets. Returns ``(..., f * k)``, feature-major (the ``k``
+    quantiles of feature 0 first). Where a mean-pooled embedding has to learn
+    bump functions to see how the data split into clusters, the empirical
+    quantile function shows it directly: a mixture's component locations and
+    weights are where it climbs and how far.
+    """
+    sets = _sets(mask)
+    n = sets.count()
+    position = quantile_levels(k) * jnp.maximum(n - 1.0, 0.0)[..., None]  # (..., k)
+    low = jnp.floor(position)
+    high = jnp.minimum(low + 1.0, jnp.maximum(n - 1.0, 0.0)[..., None])
+    fraction = (position - low)[..., None]
+    below, above = sets.order_statistics(x, low), sets.order_statistics(x, high)  # (..., k, f)
+    value = below + fraction * (above - below)
+    value = jnp.where((n > 0)[..., None, None], value, 0.0)
+    return jnp.swapaxes(value, -1, -2).reshape(value.shape[:-2] + (-1,))
+
+
 #: Levels with more own data features than this pass no correlations (their number grows as f²).
 MAX_CORRELATED_FEATURES = 8
 
@@ -213,17 +262,23 @@ class LevelSummary(nnx.Module):
     extremes : bool
         Also pool the maximum of the embeddings (deepset) and pass the
         minimum and maximum of the raw inputs next to their moments.
+    quantiles : int
+        Also pass ``quantiles`` quantiles of each of the level's own data
+        features (:func:`masked_quantiles`) next to their moments (0: none).
     """
 
     def __init__(self, in_features: int, *, embed_dim: int, out_dim: int, width: int,
                  depth: int, kind: str, heads: int, activation: str, max_size: int, rngs: nnx.Rngs,
-                 data_features: int = 0, extremes: bool = False):
+                 data_features: int = 0, extremes: bool = False, quantiles: int = 0):
         hidden = (width,) * depth
         self.kind = kind
         self.extremes = extremes
+        self.data_features = data_features
+        self.quantiles = int(quantiles) if data_features else 0
         correlated = data_features if 2 <= data_features <= MAX_CORRELATED_FEATURES else 0
         self.correlated = correlated
-        n_moments = (4 if extremes else 2) * max(in_features, 1) + correlated * (correlated - 1) // 2
+        n_moments = ((4 if extremes else 2) * max(in_features, 1) + correlated * (correlated - 1) // 2
+                     + self.quantiles * data_features)
         self.max_size = max_size
         self.encoder = MLP((max(in_features, 1), *hidden, embed_dim), activation=activation, rngs=rngs)
         if kind == "deepset":
@@ -301,6 +356,8 @@ class LevelSummary(nnx.Module):
             moments.append(_correlations(centred[..., :c], variance[..., :c], sets))
         if self.extremes:
             moments.extend(masked_extremes(raw, sets))
+        if self.quantiles:
+            moments.append(masked_quantiles(raw[..., :self.data_features], sets, self.quantiles))
         summary = self.outer(jnp.concatenate([pooled, *moments, count_features(sets)], axis=-1))
         # The raw moments also bypass ρ on the way up: a parent level sees, e.g.,
         # each group's exact sample mean and sd, whatever ρ learned to keep
