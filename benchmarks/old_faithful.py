@@ -18,7 +18,15 @@ For K = 2 and 3 (:mod:`amortize.models.old_faithful`, on standardized data):
 Writes ``benchmarks/results/old_faithful.json`` and figures in
 ``docs/figures/old_faithful/``.
 
-Usage: ``python benchmarks/old_faithful.py [--train-seconds 600] [--components 2 3] [--quick]``
+``--quantiles N`` and ``--summary set_transformer`` choose the summary
+(:class:`amortize.NetworkConfig`; without ``--quantiles`` the library's
+default, 16 quantiles at the indicators' level); a run with either writes
+``old_faithful[_set_transformer][_quantilesN].json`` and its figures under
+``docs/figures/old_faithful[_set_transformer][_quantilesN]/`` instead.
+``old_faithful.json`` itself was measured before quantile features existed.
+
+Usage: ``python benchmarks/old_faithful.py [--train-seconds 600] [--components 2 3] [--quantiles 16]
+[--summary deepset] [--quick]``
 """
 
 from __future__ import annotations
@@ -60,16 +68,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--train-seconds", type=float, default=600)
     parser.add_argument("--components", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--quantiles", type=int, default=None, help="NetworkConfig.quantiles (default: automatic)")
+    parser.add_argument("--summary", default="deepset", choices=("deepset", "set_transformer"))
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     args = parser.parse_args()
     if args.quick:
         args.train_seconds = 15
-    figures = figure_folder("old_faithful", args.quick)
+    network = am.NetworkConfig(summary=args.summary, quantiles=args.quantiles)
+    variant = ("" if args.summary == "deepset" else f"_{args.summary}") + (
+        "" if args.quantiles is None else f"_quantiles{args.quantiles}")
+    figures = figure_folder("old_faithful" + variant, args.quick)
     y, scale = old_faithful.load(shared_data("old_faithful"))
-    results = {"train_seconds": args.train_seconds, "sizes": old_faithful.SIZES, "n": int(len(y))}
+    results = {"train_seconds": args.train_seconds, "sizes": old_faithful.SIZES, "n": int(len(y)),
+               "summary": args.summary, "quantiles": args.quantiles}
     rows = []
     for k in args.components:
-        amortizer = am.compile(old_faithful.model_for(k), data=["y"], sizes=old_faithful.SIZES)
+        amortizer = am.compile(old_faithful.model_for(k), data=["y"], sizes=old_faithful.SIZES, network=network)
         start = time.perf_counter()
         history = amortizer.fit(batch_size=64, seed=0, time_limit=args.train_seconds)
         fit_seconds = time.perf_counter() - start
@@ -105,7 +119,8 @@ def main():
                                         f"(floor {np.max(check.noise_floor):.4f}) on {check.n} simulated eruptions"),
                  (f"K={k}: 1000 draws", f"{latency['draws']:.1f} ms (θ and 272 indicators); NUTS {nuts_seconds:.0f} s")]
     print_table("Old Faithful mixtures", rows)
-    path = write_to(figures / "old_faithful.json" if args.quick else RESULTS / "old_faithful.json", results)
+    name = f"old_faithful{variant}.json"
+    path = write_to(figures / name if args.quick else RESULTS / name, results)
     print(f"\nwrote {path} and {figures}/")
 
 
