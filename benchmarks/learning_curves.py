@@ -13,17 +13,19 @@ unrefined posterior of the real data with a converged reference:
 
 For every parameter kind (the global sites, then each plate's sites) the
 table gives the worst |Δmean| in reference sds and the worst |sd ratio − 1|,
-and the certificate's k̂. Results go to ``benchmarks/results/learning_curves.json``.
+and the certificate's k̂. Results go to ``benchmarks/results/learning_curves.json``;
+a run adds its budgets to the curves stored there (replacing a budget run again).
 
 Usage: ``python benchmarks/learning_curves.py [--budgets 60 180 600 1800] [--cases eight_schools radon] [--quick]``
 """
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 
-from _case_study import am, comparison, parse_arguments, run_nuts, shared_data, write
+from _case_study import RESULTS, am, comparison, parse_arguments, run_nuts, shared_data, write
 from amortize.models import eight_schools as es
 from amortize.models import radon
 
@@ -76,7 +78,9 @@ def main():
 
     args = parse_arguments(__doc__, steps=None, batch_size=0, extra=extra, quick={"budgets": [15.0]})
     setups = {"eight_schools": _eight_schools, "radon": _radon}
-    results = {}
+    # Runs add to the stored curves: a budget run again replaces its row, the others stay.
+    stored = RESULTS / "learning_curves.json"
+    results = json.loads(stored.read_text()) if stored.exists() and not args.quick else {}
     for case in args.cases:
         run, reference = setups[case]()
         rows = []
@@ -93,7 +97,8 @@ def main():
             print(f"{case} {budget:.0f} s: {rows[-1]['steps']} steps, k̂ {rows[-1]['certificate_khat']:.2f}, "
                   + "; ".join(f"{k}: {v['max_abs_mean_diff_sd']:.2f} sd, {v['max_abs_sd_ratio_minus_1']:.0%}"
                               for k, v in rows[-1]["kinds"].items()), flush=True)
-        results[case] = rows
+        kept = [row for row in results.get(case, []) if row["budget_seconds"] not in args.budgets]
+        results[case] = sorted(kept + rows, key=lambda row: row["budget_seconds"])
     path = write("learning_curves" if not args.quick else "learning_curves_quick", results)
 
     print("\ncase, budget (s), steps, k̂, per kind: worst |Δmean| (ref sd) / worst |sd ratio − 1|")
