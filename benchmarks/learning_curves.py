@@ -9,14 +9,19 @@ unrefined posterior of the real data with a converged reference:
   posteriordb's reference draws (non-centred Stan, 10,000 draws);
 * ``radon``: radon intercepts, design-focused on the Minnesota design with the
   self-consistency term on the data (docs/design.md), batch 16, against NUTS
-  on the same program (4 × 1000 draws).
+  on the same program (4 × 1000 draws);
+* ``sleepstudy_twin``: sleepstudy's simulated twin (responses replicated at
+  one NUTS draw on lme4's design: 18 subjects × 10 days), design-focused on
+  that design with the self-consistency term on the twin, batch 32, against
+  NUTS on the twin (4 × 1000 draws) — the amortizer's own error, without
+  the model's misfit to the real data.
 
 For every parameter kind (the global sites, then each plate's sites) the
 table gives the worst |Δmean| in reference sds and the worst |sd ratio − 1|,
 and the certificate's k̂. Results go to ``benchmarks/results/learning_curves.json``;
 a run adds its budgets to the curves stored there (replacing a budget run again).
 
-Usage: ``python benchmarks/learning_curves.py [--budgets 60 180 600 1800] [--cases eight_schools radon] [--quick]``
+Usage: ``python benchmarks/learning_curves.py [--budgets 60 180 600 1800] [--cases eight_schools radon sleepstudy_twin] [--quick]``
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ import warnings
 
 from _case_study import RESULTS, am, comparison, parse_arguments, run_nuts, shared_data, write
 from amortize.models import eight_schools as es
-from amortize.models import radon
+from amortize.models import radon, sleepstudy
 
-CASES = ("eight_schools", "radon")
+CASES = ("eight_schools", "radon", "sleepstudy_twin")
 
 
 def _eight_schools():
@@ -59,6 +64,25 @@ def _radon():
     return run, reference
 
 
+def _sleepstudy_twin():
+    from _case_study import simulated_twin
+
+    data, coords = sleepstudy.load(shared_data("sleepstudy"))
+    real, _ = run_nuts(sleepstudy.model, data, coords=coords, num_warmup=1000, num_samples=1000, num_chains=4)
+    twin = simulated_twin(real, sleepstudy.model, data)
+    reference, _ = run_nuts(sleepstudy.model, twin, coords=coords, num_warmup=1000, num_samples=1000,
+                            num_chains=4, seed=1)
+
+    def run(budget):
+        amortizer = am.compile(sleepstudy.model, data=["days", "reaction"], sizes=sleepstudy.SIZES)
+        consistency = am.SelfConsistency(data=twin, simulations=False, draws=16, local_draws=8)
+        history = amortizer.fit(time_limit=budget, batch_size=32, seed=0, progress=False,
+                                design=amortizer.design_of(twin), self_consistency=consistency)
+        return amortizer, history, amortizer.sample(twin, 4000, seed=2, coords=coords)
+
+    return run, reference
+
+
 def by_kind(summary: dict, graph) -> dict:
     """Worst |Δmean| (reference sds) and worst |sd ratio − 1| over the sites of each level."""
     kinds: dict[str, dict] = {}
@@ -77,7 +101,7 @@ def main():
         parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
 
     args = parse_arguments(__doc__, steps=None, batch_size=0, extra=extra, quick={"budgets": [15.0]})
-    setups = {"eight_schools": _eight_schools, "radon": _radon}
+    setups = {"eight_schools": _eight_schools, "radon": _radon, "sleepstudy_twin": _sleepstudy_twin}
     # Runs add to the stored curves: a budget run again replaces its row, the others stay.
     stored = RESULTS / "learning_curves.json"
     results = json.loads(stored.read_text()) if stored.exists() and not args.quick else {}
