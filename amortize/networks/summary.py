@@ -59,7 +59,8 @@ class Padded(NamedTuple):
         """``x (..., n, f)`` sorted within each set; the values at integer ``rank (..., K)`` → ``(..., K, f)``."""
         ordered = jnp.sort(jnp.where(self.mask[..., None], x, jnp.inf), axis=-2)
         index = jnp.broadcast_to(rank[..., None], rank.shape + x.shape[-1:])
-        return jnp.take_along_axis(ordered, index.astype(jnp.int32), axis=-2)
+        value = jnp.take_along_axis(ordered, index.astype(jnp.int32), axis=-2)
+        return jnp.where(jnp.isfinite(value), value, 0.0)  # an empty set's padding: no inf (nor inf − inf)
 
     def spread(self, per_set: jax.Array) -> jax.Array:
         """Per-set values ``(..., f)`` → each instance's ``(..., 1, f)`` (broadcasts against ``(..., n, f)``)."""
