@@ -135,6 +135,12 @@ def check_compatible(graphs: Mapping[str, ModelGraph]) -> None:
 
 
 def prior_vector(prior, names: Sequence[str]) -> np.ndarray:
+    """Prior model probabilities ``(models,)`` in the order of ``names``, checked.
+
+    ``prior``: None (uniform), a mapping of name → probability (missing names
+    get 0) or a sequence in the order of ``names``; it must be a probability
+    vector (non-negative, finite, summing to 1), else :class:`ModelError`.
+    """
     if prior is None:
         return np.full(len(names), 1.0 / len(names))
     if isinstance(prior, Mapping):
