@@ -73,10 +73,6 @@ class FactorSpec:
     markov: bool = False  # a classifier along an ordered level: one chain per enclosing instance
 
     @property
-    def is_classifier(self) -> bool:
-        return self.classes is not None
-
-    @property
     def kind(self) -> str:
         """The kind of network that models this factor (see :mod:`amortize.factors`)."""
         return factor_kind(self.classes, self.markov)
@@ -205,7 +201,7 @@ def level_quantiles(spec: NetworkSpec, level: str) -> int:
     """Quantiles per own data feature that ``level``'s summary passes (see ``NetworkConfig.quantiles``)."""
     if spec.config.quantiles is not None:
         return spec.config.quantiles
-    indicators = any(f.classes is not None and not f.markov and f.level == level for f in spec.factors)
+    indicators = any(f.kind == "classifier" and f.level == level for f in spec.factors)
     return AUTO_QUANTILES if indicators else 0
 
 

@@ -93,8 +93,7 @@ def run_variant(variant: str, steps: int, quick: bool) -> dict:
             worst_sd = max(worst_sd, float(np.max(np.abs(amortized.std(0) / ref.std(0) - 1))))
         data_sets.append({"observations": n, "max_abs_mean_diff_sd": worst_mean, "max_abs_sd_ratio_minus_1": worst_sd})
     return {"variant": variant, "steps": steps, "batch_size": 64, "train_seconds": train_seconds,
-            "val_loss_global": float(np.asarray(history["val_loss_global"])[-1])
-            if "val_loss_global" in history else float(np.asarray(history["val_loss"])[-1]),
+            "val_loss_global": float(np.asarray(history["val_loss_global"])[-1]),
             "data_sets": data_sets}
 
 

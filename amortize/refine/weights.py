@@ -403,7 +403,7 @@ def enumerated_classes(factorization: Factorization, blocks: tuple[str, ...]) ->
     hierarchical weights then sum the K classes out exactly); None otherwise."""
     inner = [f for f in factorization if f.path and f.path[0] in blocks]
     classes = {f.classes for f in inner}
-    if inner and len(classes) == 1 and all(f.is_classifier and not f.markov and len(f.path) == 1 for f in inner):
+    if inner and len(classes) == 1 and all(f.kind == "classifier" and len(f.path) == 1 for f in inner):
         return classes.pop()
     return None
 
