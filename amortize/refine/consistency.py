@@ -26,6 +26,13 @@ every local draw u_j. The *local* term draws L locals per group given the
 simulated globals and takes each group's variance over them; the *joint* term
 is the variance of the whole log weight over K joint draws (it is what trains
 the global factor). Both are reported (``sc_joint``, ``sc_local``).
+
+Mixtures. Where every block holds one mixture indicator (Old Faithful's
+eruptions), the joint term sums the indicators out exactly
+(:func:`enumerated_log_weights`): the weight of the outer draws alone,
+``log p(g) + Σ_j log Σ_c p(z_j = c, y_j | g) - log q(g | y)``. With drawn
+indicators the variance would be dominated by hundreds of discrete draws and
+say little about q(g | y). The local term still trains the classifier.
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ from amortize.errors import RefineError
 from amortize.factors import kind_of
 from amortize.graph import Factorization, ModelGraph
 from amortize.refine.density import block_plates, log_density_terms, split_by_block
+from amortize.refine.weights import enumerated_classes
 
-__all__ = ["SelfConsistency", "block_log_weights", "self_consistency_loss"]
+__all__ = ["SelfConsistency", "block_log_density", "block_log_weights", "enumerated_log_weights",
+           "self_consistency_loss"]
 
 
 @dataclass(frozen=True, eq=False)  # may hold a data set: compared by identity
@@ -113,23 +122,21 @@ class SelfConsistency:
         return jnp.clip((fraction - self.start) / self.ramp, 0.0, 1.0)
 
 
-def block_log_weights(graph: ModelGraph, factorization: Factorization, values: dict, data: dict, masks: dict,
-                      log_q: dict) -> dict:
-    """Log importance weights of draws, split into the outer part and one part per block instance.
+def block_log_density(graph: ModelGraph, factorization: Factorization, values: dict, data: dict,
+                      masks: dict) -> dict:
+    """The program's log joint density at draws, split into the outer part and one part per block instance.
 
     Parameters
     ----------
     values : dict of factor → unconstrained draws ``(B, K, *plates, dim)``
     data : dict of data site → ``(B, *plates, features)`` (a :class:`~amortize.simulate.Simulation`'s)
     masks : dict of plate → bool ``(B, *plates)``
-    log_q : dict of factor → ``(B, K, *plates)``
-        Each instance's log q at its draw (zero where masked out).
 
     Returns
     -------
     dict
         ``"outer"`` → ``(B, K)`` and, per block plate (:func:`~amortize.refine.density.block_plates`),
-        ``(B, K, n_plate)``: log p minus log q of the draws, padded instances left out.
+        ``(B, K, n_plate)``: log p of the draws (Jacobians included), padded instances left out.
     """
     blocks = block_plates(graph, factorization)
     sizes = {p: masks[p].shape[-1] for p in graph.plates}
@@ -141,11 +148,57 @@ def block_log_weights(graph: ModelGraph, factorization: Factorization, values: d
         data = {n: v.reshape(v.shape[:-1] + tuple(events[n])) for n, v in data.items()}
         return split_by_block(terms_of(values, data, masks), site_paths, masks, blocks)
 
-    density = jax.vmap(jax.vmap(one, in_axes=(0, None, None)))(values, data, masks)
+    return jax.vmap(jax.vmap(one, in_axes=(0, None, None)))(values, data, masks)
+
+
+def _split_log_q(factorization: Factorization, log_q: dict, masks: dict, blocks: tuple[str, ...]) -> dict:
     factor_paths = {f.name: f.path for f in factorization}
     lead_masks = {p: m[:, None] for p, m in masks.items()}  # broadcast over K
-    q = split_by_block(log_q, factor_paths, lead_masks, blocks)
+    return split_by_block(log_q, factor_paths, lead_masks, blocks)
+
+
+def block_log_weights(graph: ModelGraph, factorization: Factorization, values: dict, data: dict, masks: dict,
+                      log_q: dict) -> dict:
+    """Log importance weights of draws, split into the outer part and one part per block instance.
+
+    Parameters
+    ----------
+    values, data, masks
+        As in :func:`block_log_density`.
+    log_q : dict of factor → ``(B, K, *plates)``
+        Each instance's log q at its draw (zero where masked out).
+
+    Returns
+    -------
+    dict
+        ``"outer"`` → ``(B, K)`` and, per block plate, ``(B, K, n_plate)``: log p minus log q of the draws,
+        padded instances left out.
+    """
+    density = block_log_density(graph, factorization, values, data, masks)
+    q = _split_log_q(factorization, log_q, masks, block_plates(graph, factorization))
     return {part: density[part] - q[part] for part in density}
+
+
+def enumerated_log_weights(graph: ModelGraph, factorization: Factorization, values: dict, data: dict,
+                           masks: dict, log_q: dict, classes: int):
+    """Joint log weights of the outer draws with every block's mixture indicator summed out: ``(B, K)``.
+
+    ``log p(g) + Σ_j log Σ_c p(z_j = c, y_j | g) - log q(g | y)``, for programs whose blocks hold one
+    indicator each (:func:`~amortize.refine.weights.enumerated_classes` gives ``classes``). The drawn
+    indicators in ``values`` are ignored, and so is their log q: the weight is that of the outer
+    latents alone, the same as the program with the indicators summed out would give. Arguments as in
+    :func:`block_log_weights`.
+    """
+    blocks = block_plates(graph, factorization)
+    inner = {f.name for f in factorization if f.path and f.path[0] in blocks}
+    per_class = [block_log_density(graph, factorization,
+                                   {f: jnp.full_like(v, c) if f in inner else v for f, v in values.items()},
+                                   data, masks) for c in range(classes)]
+    total = per_class[0]["outer"] - _split_log_q(factorization, log_q, masks, blocks)["outer"]
+    for p in blocks:
+        summed = jax.nn.logsumexp(jnp.stack([d[p] for d in per_class]), axis=0)  # (B, K, n_plate)
+        total = total + jnp.where(masks[p][:, None], summed, 0.0).sum(-1)
+    return total
 
 
 def self_consistency_loss(graph: ModelGraph, factorization: Factorization, spec: NetworkSpec,
@@ -178,6 +231,10 @@ def self_consistency_loss(graph: ModelGraph, factorization: Factorization, spec:
     blocks = block_plates(graph, factorization)
     outer = [f.name for f in factorization if not (f.path and f.path[0] in blocks)]
     use_local = bool(blocks) and settings.local_draws >= 2 and len(outer) < len(factorization)
+    # Blocks that hold one mixture indicator each: the joint term sums the indicators out, so its variance
+    # is that of the outer latents' weights alone (drawn indicators would add the variance of hundreds of
+    # discrete draws, which swamps it: docs/mixtures.md).
+    classes = enumerated_classes(factorization, blocks) if blocks else None
 
     def log_q(net, values, data, masks):
         per_draw = lambda v: log_prob(net, spec, v, data, masks, per_instance=True)  # noqa: E731
@@ -205,8 +262,13 @@ def self_consistency_loss(graph: ModelGraph, factorization: Factorization, spec:
         drawn = draw_latents(net, spec, key, data, masks, settings.draws - (truth is not None)).values
         if truth is not None:
             drawn = {f: jnp.concatenate([drawn[f], truth[f][:, None]], axis=1) for f in drawn}
-        parts = weights_of(net, drawn, data, masks)
-        total = parts["outer"] + sum(parts[p].sum(-1) for p in blocks)
+        if classes is None:
+            parts = weights_of(net, drawn, data, masks)
+            total = parts["outer"] + sum(parts[p].sum(-1) for p in blocks)
+        else:
+            fixed = {f: jax.lax.stop_gradient(v) for f, v in drawn.items()}
+            total = enumerated_log_weights(graph, factorization, fixed, data, masks, log_q(net, fixed, data, masks),
+                                           classes)
         return variance(total, valid), drawn
 
     def local_term(net, key, data, masks, valid, globals_):
