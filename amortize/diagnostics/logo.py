@@ -160,8 +160,11 @@ def logo(amortizer, data: Mapping[str, Any], *, plate: str | None = None, num_sa
     groups = [int(g) for g in prepared.instances[plate][:, 0]]
     for start in range(0, n_groups, chunk):
         batch = groups[start:start + chunk]
-        data_batch = {n: np.repeat(v, len(batch), axis=0) for n, v in prepared.data.items()}
-        mask_batch = _leave_out_masks(prepared.masks, graph, plate, batch)
+        # Every sampler call leaves out the same number of groups (the last batch repeats its last
+        # group): one compilation serves them all.
+        rows = batch + batch[-1:] * (min(chunk, n_groups) - len(batch))
+        data_batch = {n: np.repeat(v, len(rows), axis=0) for n, v in prepared.data.items()}
+        mask_batch = _leave_out_masks(prepared.masks, graph, plate, rows)
         held_out = jax.device_get(draw(jax.random.fold_in(draw_key, start), data_batch, mask_batch,
                                        num_samples, only=tuple(outer)).values)
         for row, group in enumerate(batch):
