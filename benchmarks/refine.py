@@ -23,7 +23,11 @@ timed and elpd_diff(B − A) ± se is written to
 
 Prints a table and writes ``benchmarks/results/refine_<study>.json`` per study.
 
-Usage: ``python benchmarks/refine.py [--studies eight_schools radon_intercepts ...] [--train-seconds 240] [--quick]``
+``--suffix _600s`` writes ``refine_<study>_600s.json`` instead (a second
+budget beside the three-minute rows; the docs' table shows both).
+
+Usage: ``python benchmarks/refine.py [--studies eight_schools radon_intercepts ...] [--train-seconds 240]
+[--focus] [--suffix _600s] [--quick]``
 """
 
 from __future__ import annotations
@@ -123,7 +127,7 @@ def run_study(name, spec, args) -> dict:
         from _case_study import RESULTS
 
         amortizer = am.load(Path(args.load) / name, model=model)
-        stored = RESULTS / f"refine_{name}.json"
+        stored = RESULTS / f"refine_{name}{args.suffix}.json"
         earlier = json.loads(stored.read_text()) if stored.exists() else {
             "train_seconds": args.train_seconds, "train_steps": len(amortizer.history["loss"]),
             "batch_size": args.batch_size, "focus": args.focus}   # the budget it was trained with
@@ -206,13 +210,13 @@ def _measure(name, amortizer, data, sample_kwargs, reference, args, out) -> dict
     return out
 
 
-def ddm_elpd_difference() -> dict | None:
-    """elpd_diff(B − A) from the two DDM studies' LOGO results, when both have run."""
+def ddm_elpd_difference(suffix: str = "") -> dict | None:
+    """elpd_diff(B − A) from the two DDM studies' LOGO results (of one budget: ``suffix``), when both have run."""
     import json
 
     from _case_study import RESULTS
 
-    paths = [RESULTS / f"refine_ddm_{m}.json" for m in ("a", "b")]
+    paths = [RESULTS / f"refine_ddm_{m}{suffix}.json" for m in ("a", "b")]
     if not all(p.exists() for p in paths):
         return None
     a, b = (np.asarray(json.loads(p.read_text())["logo"]["elpd_i"]) for p in paths)
@@ -235,7 +239,7 @@ def markdown_table() -> str:
              "|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("refine_*.json")):
         name = path.stem[len("refine_"):]
-        if name.endswith("_quick") or name == "ddm_elpd_difference":
+        if name.endswith("_quick") or name.startswith("ddm_elpd_difference"):
             continue
         r = json.loads(path.read_text())
         ref = r["reference"]
@@ -279,6 +283,8 @@ def main():
     parser.add_argument("--save", default=None, help="folder to save each trained amortizer in")
     parser.add_argument("--load", default=None,
                         help="folder of amortizers saved with --save: skip training, measure again")
+    parser.add_argument("--suffix", default="",
+                        help="appended to each study's results name (a second budget beside the three-minute row)")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     parser.add_argument("--markdown", action="store_true", help="print the docs' table from stored results")
     args = parser.parse_args()
@@ -297,7 +303,7 @@ def main():
             traceback.print_exc()
             print(f"[{name}] FAILED; going on with the next study", flush=True)
             continue
-        path = write(f"refine_{name}" + ("_quick" if args.quick else ""), out)
+        path = write(f"refine_{name}{args.suffix}" + ("_quick" if args.quick else ""), out)
         rows = [("training (s, steps)", f"{out['train_seconds']:.0f}, {out['train_steps']}"),
                 ("reference (s, converged)", f"{out['reference'].get('seconds', float('nan')):.0f}, "
                                              f"{out['reference']['converged']}"),
@@ -312,9 +318,9 @@ def main():
                          f"{r['worst']['max_abs_sd_ratio_minus_1']:.3f} | {r['worst']['within_0.1sd_10pct']}"))
         print_table(f"{name} ({path.name})", rows)
         if name.startswith("ddm") and not args.quick:
-            difference = ddm_elpd_difference()
+            difference = ddm_elpd_difference(args.suffix)
             if difference:
-                write("refine_ddm_elpd_difference", difference)
+                write(f"refine_ddm_elpd_difference{args.suffix}", difference)
                 print(f"DDM elpd_diff(B − A) = {difference['elpd_diff_b_minus_a']:.2f} ± {difference['se']:.2f} "
                       f"(paper: 27.03 ± 1.73)")
 
