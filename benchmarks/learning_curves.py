@@ -18,10 +18,13 @@ unrefined posterior of the real data with a converged reference:
 
 For every parameter kind (the global sites, then each plate's sites) the
 table gives the worst |Δmean| in reference sds and the worst |sd ratio − 1|,
-and the certificate's k̂. Results go to ``benchmarks/results/learning_curves.json``;
+and the certificate's k̂. ``--batch-size`` replaces each case's own
+(eight schools 128, radon 16, the twin 32); rows are kept per budget and
+batch size. Results go to ``benchmarks/results/learning_curves.json``;
 a run adds its budgets to the curves stored there (replacing a budget run again).
 
-Usage: ``python benchmarks/learning_curves.py [--budgets 60 180 600 1800] [--cases eight_schools radon sleepstudy_twin] [--quick]``
+Usage: ``python benchmarks/learning_curves.py [--budgets 60 180 600 1800] [--cases eight_schools radon sleepstudy_twin]
+[--batch-size 16] [--quick]``
 """
 
 from __future__ import annotations
@@ -35,15 +38,17 @@ from amortize.models import eight_schools as es
 from amortize.models import radon, sleepstudy
 
 CASES = ("eight_schools", "radon", "sleepstudy_twin")
+#: Each case's batch size unless ``--batch-size`` says otherwise (rows stored without one had these).
+BATCH_SIZES = {"eight_schools": 128, "radon": 16, "sleepstudy_twin": 32}
 
 
 def _eight_schools():
     data, coords = es.data(), {"school": es.SCHOOLS}
     reference = es.reference_posterior(shared_data("eight_schools"))
 
-    def run(budget):
+    def run(budget, batch_size):
         amortizer = am.compile(es.model, data=["y", "sigma"], sizes=es.SIZES)
-        history = amortizer.fit(time_limit=budget, batch_size=128, seed=0, progress=False)
+        history = amortizer.fit(time_limit=budget, batch_size=batch_size, seed=0, progress=False)
         return amortizer, history, amortizer.sample(data, 4000, seed=1, coords=coords)
 
     return run, reference
@@ -53,11 +58,11 @@ def _radon():
     data, index = radon.load(shared_data("radon"))
     reference, _ = run_nuts(radon.intercepts, data, index=index, num_warmup=1000, num_samples=1000, num_chains=4)
 
-    def run(budget):
+    def run(budget, batch_size):
         amortizer = am.compile(radon.intercepts, data=["floor", "log_radon"], sizes=radon.SIZES,
                                network=am.NetworkConfig(summary_width=32))
         consistency = am.SelfConsistency(data=data, index=index, simulations=False, draws=16, local_draws=8)
-        history = amortizer.fit(time_limit=budget, batch_size=16, seed=0, progress=False,
+        history = amortizer.fit(time_limit=budget, batch_size=batch_size, seed=0, progress=False,
                                 design=amortizer.design_of(data, index=index), self_consistency=consistency)
         return amortizer, history, amortizer.sample(data, 4000, seed=1, index=index)
 
@@ -73,10 +78,10 @@ def _sleepstudy_twin():
     reference, _ = run_nuts(sleepstudy.model, twin, coords=coords, num_warmup=1000, num_samples=1000,
                             num_chains=4, seed=1)
 
-    def run(budget):
+    def run(budget, batch_size):
         amortizer = am.compile(sleepstudy.model, data=["days", "reaction"], sizes=sleepstudy.SIZES)
         consistency = am.SelfConsistency(data=twin, simulations=False, draws=16, local_draws=8)
-        history = amortizer.fit(time_limit=budget, batch_size=32, seed=0, progress=False,
+        history = amortizer.fit(time_limit=budget, batch_size=batch_size, seed=0, progress=False,
                                 design=amortizer.design_of(twin), self_consistency=consistency)
         return amortizer, history, amortizer.sample(twin, 4000, seed=2, coords=coords)
 
@@ -105,24 +110,29 @@ def main():
     # Runs add to the stored curves: a budget run again replaces its row, the others stay.
     stored = RESULTS / "learning_curves.json"
     results = json.loads(stored.read_text()) if stored.exists() and not args.quick else {}
+    results = {case: [row | {"batch_size": row.get("batch_size", BATCH_SIZES[case])} for row in rows]
+               for case, rows in results.items()}
     for case in args.cases:
         run, reference = setups[case]()
+        batch_size = args.batch_size or BATCH_SIZES[case]
         rows = []
         for budget in args.budgets:
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # under-trained budgets warn by design; k̂ is recorded
-                amortizer, history, tree = run(budget)
+                amortizer, history, tree = run(budget, batch_size)
             summary, _ = comparison(tree, reference)
-            rows.append({"budget_seconds": budget, "wall_seconds": time.perf_counter() - start,
+            rows.append({"budget_seconds": budget, "batch_size": batch_size,
+                         "wall_seconds": time.perf_counter() - start,
                          "steps": int(len(history["loss"])),
                          "certificate_khat": float(tree["posterior"].attrs.get("certificate_khat", float("nan"))),
                          "kinds": by_kind(summary, amortizer.graph)})
             print(f"{case} {budget:.0f} s: {rows[-1]['steps']} steps, k̂ {rows[-1]['certificate_khat']:.2f}, "
                   + "; ".join(f"{k}: {v['max_abs_mean_diff_sd']:.2f} sd, {v['max_abs_sd_ratio_minus_1']:.0%}"
                               for k, v in rows[-1]["kinds"].items()), flush=True)
-        kept = [row for row in results.get(case, []) if row["budget_seconds"] not in args.budgets]
-        results[case] = sorted(kept + rows, key=lambda row: row["budget_seconds"])
+        kept = [row for row in results.get(case, [])
+                if row["budget_seconds"] not in args.budgets or row["batch_size"] != batch_size]
+        results[case] = sorted(kept + rows, key=lambda row: (row["batch_size"], row["budget_seconds"]))
     path = write("learning_curves" if not args.quick else "learning_curves_quick", results)
 
     print("\ncase, budget (s), steps, k̂, per kind: worst |Δmean| (ref sd) / worst |sd ratio − 1|")
@@ -130,7 +140,7 @@ def main():
         for row in rows:
             kinds = "  ".join(f"{k} {v['max_abs_mean_diff_sd']:.2f}/{v['max_abs_sd_ratio_minus_1']:.2f}"
                               for k, v in row["kinds"].items())
-            print(f"  {case:<14} {row['budget_seconds']:>6.0f} {row['steps']:>7} {row['certificate_khat']:>6.2f}  {kinds}")
+            print(f"  {case:<14} {row['budget_seconds']:>6.0f} b{row['batch_size']:<4} {row['steps']:>7} {row['certificate_khat']:>6.2f}  {kinds}")
     print(f"\nwrote {path}")
 
 
