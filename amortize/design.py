@@ -74,9 +74,14 @@ class Design:
 
 
 def default_covariates(graph: ModelGraph) -> tuple[str, ...]:
-    """The data sites another data site depends on (radon's ``floor``): a design's covariates by default."""
+    """A design's covariates by default: the data sites another data site depends on (radon's ``floor``)
+    and that depend on no latent themselves. An autoregressive response (air traffic's ``y``, whose next
+    year depends on this year's) is a response, not a design: conditioning on it would train on the
+    observed responses whatever the parameters."""
+    latents = set(graph.latent_names)
     used = {p for name in graph.data_names for p in graph.sites[name].parents}
-    return tuple(name for name in graph.data_names if name in used)
+    return tuple(name for name in graph.data_names
+                 if name in used and not latents.intersection(graph.sites[name].parents))
 
 
 def make_design(graph: ModelGraph, data: Mapping[str, Any], *, index: Mapping[str, Any] | None = None,

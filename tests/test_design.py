@@ -123,3 +123,19 @@ def test_a_new_design_replaces_the_last_one():
     assert amortizer.training_design.sizes == {"group": 3, "obs": 3}
     amortizer.fit(steps=1, batch_size=4, progress=False)
     assert amortizer.training_design is None
+
+
+def test_an_autoregressive_response_is_not_a_design_covariate():
+    """Air traffic's y_{t+1} depends on y_t, but y depends on the latents: it is the response. Only the
+    covariates u and w make the design; simulations on it draw y anew (differently for every data set)."""
+    from amortize.models import air_traffic
+
+    amortizer = am.compile(air_traffic.model, data=["u", "w", "y"], sizes=air_traffic.SIZES)
+    assert default_covariates(amortizer.graph) == ("u", "w")
+    rng = np.random.default_rng(0)
+    panel = {n: rng.normal(size=(4, 6)) for n in ("u", "w", "y")}
+    design = amortizer.design_of(panel)
+    assert set(design.covariates) == {"u", "w"}
+    sim = simulate(jax.random.key(0), amortizer.graph, amortizer.factorization, 4, design)
+    y = np.asarray(sim.data["y"])
+    assert not np.allclose(y[0], y[1])
