@@ -29,7 +29,7 @@ part (:mod:`amortize.refine.consistency`); its outputs get ``_focus``.
 ``old_faithful.json`` itself was measured before quantile features existed.
 
 Usage: ``python benchmarks/old_faithful.py [--train-seconds 600] [--components 2 3] [--quantiles 16]
-[--summary deepset] [--focus] [--quick]``
+[--summary deepset] [--focus] [--save DIR] [--quick]``
 """
 
 from __future__ import annotations
