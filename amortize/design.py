@@ -26,7 +26,7 @@ import numpy as np
 
 from amortize.prepare import prepare_data
 from amortize.errors import AmortizationGapWarning, DataError
-from amortize.graph import ModelGraph
+from amortize.graph import ModelGraph, covariate_names
 
 __all__ = ["Design", "make_design", "default_covariates"]
 
@@ -78,10 +78,8 @@ def default_covariates(graph: ModelGraph) -> tuple[str, ...]:
     and that depend on no latent themselves. An autoregressive response (air traffic's ``y``, whose next
     year depends on this year's) is a response, not a design: conditioning on it would train on the
     observed responses whatever the parameters."""
-    latents = set(graph.latent_names)
     used = {p for name in graph.data_names for p in graph.sites[name].parents}
-    return tuple(name for name in graph.data_names
-                 if name in used and not latents.intersection(graph.sites[name].parents))
+    return tuple(name for name in covariate_names(graph) if name in used)
 
 
 def make_design(graph: ModelGraph, data: Mapping[str, Any], *, index: Mapping[str, Any] | None = None,

@@ -29,7 +29,7 @@ from numpyro.infer import Predictive
 from numpyro.primitives import Messenger
 
 from amortize.prepare import PreparedData
-from amortize.graph import ModelGraph
+from amortize.graph import ModelGraph, covariate_names, response_names  # re-exported: callers import them here
 from amortize.simulate import from_canonical, instance_log_prob, to_canonical
 
 __all__ = [
@@ -111,18 +111,6 @@ class MaskPadding(Messenger):
     def process_message(self, msg):
         if msg["type"] == "sample" and msg["name"] in self.masks:
             msg["fn"] = msg["fn"].mask(self.masks[msg["name"]])
-
-
-def covariate_names(graph: ModelGraph) -> tuple[str, ...]:
-    """Data sites whose distribution depends on no latent site (design covariates)."""
-    latents = set(graph.latent_names)
-    return tuple(n for n in graph.data_names if not latents.intersection(graph.sites[n].parents))
-
-
-def response_names(graph: ModelGraph) -> tuple[str, ...]:
-    """Data sites that depend on latents: the ones a likelihood scores."""
-    covariates = set(covariate_names(graph))
-    return tuple(n for n in graph.data_names if n not in covariates)
 
 
 def program_arguments(graph: ModelGraph, padded: PaddedPosterior, observed: bool = True) -> dict:

@@ -26,7 +26,8 @@ from amortize.program.trace import (
     unconstrained_event_shape,
 )
 
-__all__ = ["Plate", "Site", "ModelGraph", "build_graph", "graph_for", "resolve_graph"]
+__all__ = ["Plate", "Site", "ModelGraph", "build_graph", "graph_for", "resolve_graph", "covariate_names",
+           "response_names"]
 
 
 def _trace_with_sizes(model, sizes):
@@ -367,3 +368,15 @@ def resolve_graph(model, data_names: Sequence[str]) -> ModelGraph:
     if callable(model):
         return graph_for(model, data_names)
     raise TypeError(f"Expected an Amortizer, a ModelGraph or a NumPyro program; got {type(model).__name__}.")
+
+
+def covariate_names(graph: ModelGraph) -> tuple[str, ...]:
+    """Data sites whose distribution depends on no latent site (design covariates)."""
+    latents = set(graph.latent_names)
+    return tuple(n for n in graph.data_names if not latents.intersection(graph.sites[n].parents))
+
+
+def response_names(graph: ModelGraph) -> tuple[str, ...]:
+    """Data sites that depend on latents: the ones a likelihood scores."""
+    covariates = set(covariate_names(graph))
+    return tuple(n for n in graph.data_names if n not in covariates)

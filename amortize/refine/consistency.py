@@ -234,7 +234,7 @@ def self_consistency_loss(graph: ModelGraph, factorization: Factorization, spec:
     # Blocks that hold one mixture indicator each: the joint term sums the indicators out, so its variance
     # is that of the outer latents' weights alone (drawn indicators would add the variance of hundreds of
     # discrete draws, which swamps it: docs/mixtures.md).
-    classes = enumerated_classes(factorization, blocks) if blocks else None
+    classes = enumerated_classes(factorization, blocks)
 
     def log_q(net, values, data, masks):
         per_draw = lambda v: log_prob(net, spec, v, data, masks, per_instance=True)  # noqa: E731
