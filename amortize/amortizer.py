@@ -370,7 +370,9 @@ class Amortizer:
             For ``refine="nuts"``: ``num_warmup`` (default 200),
             ``target_accept_prob`` (0.8), ``max_tree_depth`` (10),
             ``adapt_mass_matrix`` (False: keep the amortized covariance),
-            ``chain_method`` ("vectorized"). When the certificate is not
+            ``chain_method`` ("vectorized" or "sequential"). The run is
+            compiled once per data size and kept: a further data set of the
+            same sizes does not compile again. When the certificate is not
             confirmed (k̂ above 0.7), the defaults become a diagonal mass
             matrix started from the amortized variances and adapted over 500
             warm-up steps.

@@ -30,7 +30,7 @@ from amortize.graph import Factorization, ModelGraph
 from amortize.padded_program import masked_program, program_arguments
 from amortize.simulate import from_canonical, instance_log_prob
 
-__all__ = ["block_plates", "split_by_block", "log_density_terms", "log_density_function"]
+__all__ = ["block_plates", "split_by_block", "log_density_terms", "log_density_function", "joint_log_density"]
 
 
 def block_plates(graph: ModelGraph, factorization: Factorization) -> tuple[str, ...]:
@@ -133,3 +133,27 @@ def log_density_function(graph: ModelGraph, factorization: Factorization, sizes:
         return split_by_block(terms, paths, masks, blocks)
 
     return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
+
+
+def joint_log_density(graph: ModelGraph, factorization: Factorization, sizes: dict):
+    """A differentiable ``(values, data, masks) -> ()``: log p(u, y) of one draw, the potential of NUTS.
+
+    ``values``, ``data`` and ``masks`` as in :func:`log_density_terms`. Padded
+    *data* instances are left out; padded *latent* instances (a ragged level
+    below another) keep their conditional prior, as in the masked program
+    NumPyro's NUTS runs on: left out, they would be flat directions along
+    which a trajectory never turns.
+    """
+    paths = {n: s.path for n, s in graph.sites.items()}
+    data_names = set(graph.data_names)
+    terms_of = log_density_terms(graph, factorization, sizes)
+
+    def log_p(values, data, masks):
+        total = 0.0
+        for name, value in terms_of(values, data, masks).items():
+            if name in data_names and paths[name]:
+                value = jnp.where(masks[paths[name][-1]], value, 0.0)
+            total = total + jnp.sum(value)
+        return total
+
+    return log_p

@@ -3,11 +3,12 @@
 :func:`run_nuts` runs NumPyro's NUTS on the masked program at the data's
 real (padded) sizes and returns the draws of the real instances with
 convergence statistics; :func:`amortize.reference.nuts` wraps it as a cold
-reference run. :func:`warm_start` turns amortized draws into what makes a
-short warm-up enough: one starting point per chain and the posterior
-covariance in NUTS's unconstrained coordinates as a dense inverse mass matrix
-(the amortized posterior is usually calibrated but too wide, which a mass
-matrix tolerates: the step size absorbs a common scale).
+reference run. :func:`warm_nuts` is ``refine="nuts"``'s engine: NumPyro's NUTS
+kernel on a potential whose data are arguments, compiled once per padded
+shape, started from amortized draws with their covariance as a dense inverse
+mass matrix (:func:`weighted_starts`, :func:`draw_covariance`; the amortized
+posterior is usually calibrated but too wide, which a mass matrix tolerates:
+the step size absorbs a common scale), so that a short warm-up is enough.
 """
 
 from __future__ import annotations
@@ -19,17 +20,17 @@ import jax
 import numpy as np
 from numpyro import handlers
 from numpyro.diagnostics import split_gelman_rubin
-from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS, init_to_median
+from numpyro.infer.hmc import hmc
 
-from amortize.padded_program import PaddedPosterior, padded_from_prepared
+from amortize.padded_program import padded_from_prepared
 from amortize.prepare import PreparedData, take_instances
 from amortize.errors import RefineError
 from amortize.graph import ModelGraph
 from amortize.padded_program import masked_program, program_arguments
-from amortize.simulate import from_canonical, to_canonical
+from amortize.simulate import to_canonical
 
-__all__ = ["NUTSRun", "run_nuts", "run_nuts_on_potential", "warm_start", "weighted_starts", "draw_covariance",
+__all__ = ["NUTSRun", "run_nuts", "warm_nuts", "nuts_statistics", "weighted_starts", "draw_covariance",
            "RHAT_THRESHOLD"]
 
 #: Largest split R-hat a run may have to count as converged.
@@ -108,96 +109,77 @@ def run_nuts(graph: ModelGraph, prepared: PreparedData, *, seed: int, num_warmup
     return NUTSRun(draws, stats, max_rhat, int(diverging.sum()), num_chains)
 
 
-def run_nuts_on_potential(potential, init: np.ndarray, inverse_mass_matrix: np.ndarray, *, seed: int,
-                          num_warmup: int, num_samples: int, target_accept_prob: float = 0.8,
-                          max_tree_depth: int = 10, chain_method: str = "vectorized",
-                          adapt_mass_matrix: bool = True) -> tuple[np.ndarray, dict, float, int]:
-    """NUTS on a potential over a flat vector (a program with its discrete latents summed out).
+def warm_nuts(log_density: Callable, *, num_chains: int, num_warmup: int, num_samples: int, dense: bool,
+              adapt_mass_matrix: bool, target_accept_prob: float = 0.8, max_tree_depth: int = 10,
+              chain_method: str = "vectorized") -> Callable:
+    """A compiled NUTS run on a flat potential whose data are arguments: one compilation per shape.
+
+    NumPyro's ``MCMC`` traces and compiles the program anew for every data
+    set; this runs its NUTS kernel (``numpyro.infer.hmc.hmc``) inside one
+    ``jax.jit`` with the data as arguments, so that every further data set of
+    the same padded sizes samples at once (keep the returned function, e.g. in
+    the amortizer's cache).
 
     Parameters
     ----------
-    potential : callable ``(D,) -> ()``, minus the log density
-    init : ``(chains, D)`` starting points
-    inverse_mass_matrix : ``(D, D)`` (dense) or ``(D,)``
+    log_density : callable ``(u (D,), data, masks) -> ()``
+        The program's log density in the coordinates NUTS moves in.
+    num_chains, num_warmup, num_samples : int
+        ``num_samples`` per chain, after ``num_warmup`` warm-up steps (step
+        size always adapted; the mass matrix if ``adapt_mass_matrix``).
+    dense : bool
+        Whether the inverse mass matrix given to the run is ``(D, D)`` or ``(D,)``.
+    chain_method : {"vectorized", "sequential"}
 
     Returns
     -------
-    draws : ``(chains * num_samples, D)``
-    stats : ``diverging``, ``tree_depth``, ``step_size`` per draw
-    max_rhat : float, the worst split R-hat over the D coordinates
-    divergences : int
+    callable ``(key, init (num_chains, D), inverse_mass_matrix, data, masks) -> (draws, stats)``
+        draws ``(num_chains, num_samples, D)``; stats ``diverging``, ``num_steps``,
+        ``step_size``, each ``(num_chains, num_samples)``.
     """
-    init = np.asarray(init, np.float32)
-    num_chains = init.shape[0]
-    dense = np.ndim(inverse_mass_matrix) == 2
-    kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
-                  inverse_mass_matrix=np.asarray(inverse_mass_matrix), dense_mass=dense,
-                  adapt_mass_matrix=adapt_mass_matrix)
-    mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                chain_method=chain_method, progress_bar=False)
-    mcmc.run(jax.random.key(seed), init_params=init if num_chains > 1 else init[0],
-             extra_fields=("diverging", "num_steps", "adapt_state.step_size"))
-    samples = np.asarray(mcmc.get_samples(group_by_chain=True))  # (chains, draws, D)
-    rhat = split_gelman_rubin(samples) if num_chains > 1 else np.ones(samples.shape[-1])
-    extra = mcmc.get_extra_fields(group_by_chain=True)
-    diverging = np.asarray(extra["diverging"]).reshape(-1)
-    stats = {"diverging": diverging,
-             "tree_depth": np.floor(np.log2(np.asarray(extra["num_steps"]).reshape(-1) + 1)).astype(int),
-             "step_size": np.asarray(extra["adapt_state.step_size"]).reshape(-1)}
-    return (samples.reshape((-1, samples.shape[-1])), stats, float(np.nanmax(rhat)), int(diverging.sum()))
+    if chain_method not in ("vectorized", "sequential"):
+        raise RefineError(f"refine='nuts' runs its chains 'vectorized' or 'sequential', not {chain_method!r}: "
+                          f"set nuts_options={{'chain_method': 'vectorized'}}.")
+
+    def run(key, init, inverse_mass_matrix, data, masks):
+        def potential(u):
+            return -log_density(u, data, masks)
+
+        init_kernel, sample_kernel = hmc(potential_fn=potential, algo="NUTS")
+
+        def chain(args):
+            chain_key, z = args
+            state = init_kernel(z, num_warmup, inverse_mass_matrix=inverse_mass_matrix,
+                                adapt_mass_matrix=adapt_mass_matrix, dense_mass=dense,
+                                target_accept_prob=target_accept_prob, max_tree_depth=max_tree_depth,
+                                rng_key=chain_key)
+
+            def step(state, _):
+                state = sample_kernel(state)
+                return state, (state.z, {"diverging": state.diverging, "num_steps": state.num_steps,
+                                         "step_size": state.adapt_state.step_size})
+
+            _, out = jax.lax.scan(step, state, None, length=num_warmup + num_samples)
+            return jax.tree_util.tree_map(lambda a: a[num_warmup:], out)
+
+        keys = jax.random.split(key, num_chains)
+        if chain_method == "vectorized":
+            return jax.vmap(chain)((keys, init))
+        return jax.lax.map(chain, (keys, init))
+
+    return jax.jit(run)
 
 
-def warm_start(graph: ModelGraph, padded: PaddedPosterior, draws: dict, num_chains: int,
-               rng: np.random.Generator, log_weights=None) -> tuple[dict, dict]:
-    """Starting points and inverse mass matrix for NUTS from amortized draws.
-
-    Parameters
-    ----------
-    padded : PaddedPosterior
-        The data at the sizes NUTS runs at.
-    draws : dict of site → constrained canonical ``(S, *plates, *event)``
-        Amortized draws at (at least) those sizes; every instance, padded
-        ones included (NUTS moves padded latents too, under their prior).
-    num_chains : int
-    rng : numpy Generator
-    log_weights : array ``(S,)``, optional
-        Importance log weights of the draws: starting points are drawn in
-        proportion to them, so none starts where the program's density is zero
-        (a non-decision time above the fastest response, say).
-
-    Returns
-    -------
-    init_params : dict of site → unconstrained ``(num_chains, *batch, *event)`` in program layout
-    inverse_mass_matrix : dict ``{(sites, ...): (D, D) or (D,)}`` in NumPyro's flattening order
-        (sorted site names, each raveled); dense up to :data:`DENSE_LIMIT` dimensions.
-
-    Raises
-    ------
-    RefineError
-        A discrete latent (NUTS moves continuous sites only).
-    """
-    discrete = [n for n in graph.latent_names if graph.sites[n].is_discrete]
-    if discrete:
-        raise RefineError(
-            f"refine='nuts' cannot move the discrete latent site(s) {', '.join(discrete)}: NUTS needs them "
-            f"summed out of the program. Use refine='psis', which weights the classifier's draws, or run "
-            f"amortize.reference.nuts on a marginalized version of the program."
-        )
-    unconstrained = {}
-    for name in sorted(graph.latent_names):
-        site = graph.sites[name]
-        value = np.asarray(draws[name])
-        value = value[(slice(None),) + tuple(slice(0, padded.sizes[p]) for p in site.path)]
-        free = np.asarray(biject_to(site.support).inv(value))
-        # A support whose transform changes the event shape (a Cholesky factor of a correlation
-        # matrix: (2, 2) → (1,)) has its own unconstrained event.
-        event = None if free.shape == value.shape else free.shape[1 + len(site.path):]
-        unconstrained[name] = np.asarray(from_canonical(free, site, event))  # (S, *batch, *unconstrained event)
-    num_draws = next(iter(unconstrained.values())).shape[0]
-    start = weighted_starts(num_draws, log_weights, num_chains, rng)
-    init_params = {n: v[start] for n, v in unconstrained.items()}
-    flat = np.concatenate([v.reshape(num_draws, -1) for v in unconstrained.values()], axis=1)
-    return init_params, {tuple(sorted(graph.latent_names)): draw_covariance(flat)}
+def nuts_statistics(draws: np.ndarray, stats: dict) -> tuple[dict, float, int]:
+    """Per-draw statistics ``(chains * draws,)``, the worst split R-hat over the D coordinates of
+    ``draws`` ``(chains, draws, D)`` and the number of divergent transitions."""
+    draws = np.asarray(draws)
+    rhat = split_gelman_rubin(draws) if draws.shape[0] > 1 else np.ones(draws.shape[-1])
+    diverging = np.asarray(stats["diverging"]).reshape(-1)
+    flat = {"diverging": diverging,
+            "tree_depth": np.floor(np.log2(np.asarray(stats["num_steps"]).reshape(-1) + 1)).astype(int),
+            "step_size": np.asarray(stats["step_size"]).reshape(-1)}
+    return flat, float(np.nanmax(rhat)), int(diverging.sum())
 
 
 def weighted_starts(num_draws: int, log_weights, num_chains: int, rng: np.random.Generator) -> np.ndarray:

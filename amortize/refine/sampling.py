@@ -24,10 +24,9 @@ from amortize.errors import CertificateWarning, RefineError
 from amortize.graph import Factorization, ModelGraph
 from amortize.infer import constrained, gather_instances
 from amortize.refine.chains import draw_chains, summable_chain, summed_log_density
-from amortize.refine.density import block_plates
+from amortize.refine.density import block_plates, joint_log_density
 from amortize.refine.weights import DEFENSIVE, Certificate, chain_sum, importance, plain_weights_first
-from amortize.refine.nuts import (RHAT_THRESHOLD, draw_covariance, run_nuts, run_nuts_on_potential, warm_start,
-                                  weighted_starts)
+from amortize.refine.nuts import RHAT_THRESHOLD, draw_covariance, nuts_statistics, warm_nuts, weighted_starts
 
 __all__ = ["Posterior", "posterior_draws", "REFINE_METHODS", "NUTS_DEFAULTS"]
 
@@ -181,11 +180,9 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
         attrs.update(refine_reason=f"k̂ {certificate.khat:.2f} above {certificate.threshold:.2f}")
     else:
         attrs.update(refine_reason="asked for")
-    if chain_summed:
-        return _nuts_summed_chain(proposal.values, joint_log_weights, prepared, graph, factorization, num_samples,
-                                  seed, num_chains, options, attrs, certificate, cache)
     return _nuts(proposal.values, joint_log_weights, prepared, graph, factorization, num_samples, seed,
-                 num_chains, options, attrs, certificate)
+                 num_chains, options, attrs, certificate, cache,
+                 summable_chain(graph, factorization) if chain_summed else None)
 
 
 def _finish(values, probabilities, prepared, graph, factorization, num_samples, attrs, certificate):
@@ -224,72 +221,72 @@ def _report_run(attrs: dict, options: dict, max_rhat: float, divergences: int, c
             f"target_accept_prob.", CertificateWarning, stacklevel=5)
 
 
-def _nuts_summed_chain(values, log_weights, prepared, graph, factorization, num_samples, seed, num_chains,
-                       options, attrs, certificate, cache):
-    """``refine="nuts"`` for a program with a hidden Markov chain: NUTS on the other latents with the
-    chain summed out by the forward algorithm, then each chain drawn exactly given each NUTS draw."""
-    chain = summable_chain(graph, factorization)
+def _nuts(values, log_weights, prepared, graph, factorization, num_samples, seed, num_chains, options, attrs,
+          certificate, cache, chain=None):
+    """``refine="nuts"``: NUTS on the program's density in the networks' unconstrained coordinates,
+    started from the amortized draws (chosen by their importance weights) with their covariance as the
+    inverse mass matrix, compiled once per padded size and kept in ``cache``.
+
+    With a hidden Markov ``chain`` that can be summed out, NUTS runs on the other latents with the
+    chain summed out by the forward algorithm, and each chain is then drawn exactly given each NUTS draw.
+    """
+    if chain is None:
+        discrete = [n for n in graph.latent_names if graph.sites[n].is_discrete]
+        if discrete:
+            raise RefineError(
+                f"refine='nuts' cannot move the discrete latent site(s) {', '.join(discrete)}: NUTS needs them "
+                f"summed out of the program. Use refine='psis', which weights the classifier's draws, or run "
+                f"amortize.reference.nuts on a marginalized version of the program.")
     padded = padded_from_prepared(prepared, graph)
-    others = [f.name for f in factorization if f.name != chain.name]
-    draws = {f: np.asarray(values[f])[0] for f in others}  # (S, *plates, dim), unconstrained packed
+    moved = [f.name for f in factorization if chain is None or f.name != chain.name]
+    draws = {f: np.asarray(values[f])[0] for f in moved}  # (S, *plates, dim), unconstrained packed
     count = next(iter(draws.values())).shape[0]
-    shapes = {f: draws[f].shape[1:] for f in others}
-    widths = [int(np.prod(shapes[f])) for f in others]
-    flat = np.concatenate([draws[f].reshape(count, -1) for f in others], axis=1)
-    log_p = summed_log_density(graph, factorization, padded.sizes, chain)
-    data = {n: jnp.asarray(v, jnp.float32) for n, v in padded.data.items()}
-    masks = {p: jnp.asarray(m) for p, m in padded.masks.items()}
+    shapes = {f: draws[f].shape[1:] for f in moved}
+    widths = [int(np.prod(shapes[f])) for f in moved]
+    flat = np.concatenate([draws[f].reshape(count, -1) for f in moved], axis=1)
 
     def unflatten(u, lead=()):
         pieces = jnp.split(u, np.cumsum(widths)[:-1], axis=-1)
-        return {f: piece.reshape(lead + shapes[f]) for f, piece in zip(others, pieces)}
-
-    def potential(u):
-        return -log_p(unflatten(u), data, masks)
+        return {f: piece.reshape(lead + shapes[f]) for f, piece in zip(moved, pieces)}
 
     rng = np.random.default_rng(seed)
     finite = np.all(np.isfinite(flat), axis=1)
-    start = weighted_starts(count, np.where(finite, np.asarray(log_weights), -np.inf), num_chains, rng)
+    weights = None if log_weights is None else np.where(finite, np.asarray(log_weights), -np.inf)
+    start = weighted_starts(count, weights, num_chains, rng)
     mass = draw_covariance(flat)
     if not _settle_options(options, certificate) and mass.ndim == 2:
         mass = np.diag(mass)
-    init = flat[start]
-    sampled, stats, max_rhat, divergences = run_nuts_on_potential(
-        potential, init, mass, seed=seed, num_warmup=int(options["num_warmup"]),
-        num_samples=int(math.ceil(num_samples / num_chains)), target_accept_prob=options["target_accept_prob"],
-        max_tree_depth=options["max_tree_depth"], chain_method=options["chain_method"],
-        adapt_mass_matrix=bool(options["adapt_mass_matrix"]))
+    per_chain = int(math.ceil(num_samples / num_chains))
+    settings = dict(num_chains=num_chains, num_warmup=int(options["num_warmup"]), num_samples=per_chain,
+                    dense=mass.ndim == 2, adapt_mass_matrix=bool(options["adapt_mass_matrix"]),
+                    target_accept_prob=float(options["target_accept_prob"]),
+                    max_tree_depth=int(options["max_tree_depth"]), chain_method=options["chain_method"])
+    key = ("nuts", None if chain is None else chain.name, tuple(sorted(padded.sizes.items())),
+           tuple(sorted(settings.items())))
+    cache = {} if cache is None else cache
+    if key not in cache:
+        density = (joint_log_density(graph, factorization, padded.sizes) if chain is None
+                   else summed_log_density(graph, factorization, padded.sizes, chain))
+        cache[key] = warm_nuts(lambda u, data, masks: density(unflatten(u), data, masks), **settings)
+    data = {n: jnp.asarray(v, jnp.float32) for n, v in padded.data.items()}
+    masks = {p: jnp.asarray(m) for p, m in padded.masks.items()}
+    sampled, stats = cache[key](jax.random.key(seed), jnp.asarray(flat[start], jnp.float32),
+                                jnp.asarray(mass, jnp.float32), data, masks)
+    stats, max_rhat, divergences = nuts_statistics(sampled, stats)
+    sampled = np.asarray(sampled).reshape(-1, flat.shape[1])
     n = len(sampled)
     new = {f: np.asarray(v) for f, v in unflatten(jnp.asarray(sampled), (n,)).items()}
-    placeholder = np.zeros((n,) + np.asarray(values[chain.name]).shape[2:], np.float32)
-    summed = chain_sum(graph, factorization, prepared, chain, dict(new, **{chain.name: placeholder}), cache)
-    states, filtered, smoothed = draw_chains(np.random.default_rng(seed + 1), summed, np.arange(n))
-    new[chain.name] = states[..., None].astype(np.float32)
-    probabilities = {"indicator_probabilities": {chain.name: smoothed[None]},
-                     "indicator_filtered_probabilities": {chain.name: filtered[None]}}
+    probabilities = {}
+    if chain is not None:
+        placeholder = np.zeros((n,) + np.asarray(values[chain.name]).shape[2:], np.float32)
+        summed = chain_sum(graph, factorization, prepared, chain, dict(new, **{chain.name: placeholder}), cache)
+        states, filtered, smoothed = draw_chains(np.random.default_rng(seed + 1), summed, np.arange(n))
+        new[chain.name] = states[..., None].astype(np.float32)
+        probabilities = {"indicator_probabilities": {chain.name: smoothed[None]},
+                         "indicator_filtered_probabilities": {chain.name: filtered[None]}}
+        attrs.update(refine_chain="summed out by the forward algorithm")
     _report_run(attrs, options, max_rhat, divergences, max_rhat <= RHAT_THRESHOLD and divergences == 0)
-    attrs.update(refine_chain="summed out by the forward algorithm")
     posterior = _finish({f: v[None] for f, v in new.items()}, probabilities, prepared, graph, factorization,
                         num_samples, attrs, certificate)
     return Posterior(posterior.draws, posterior.probabilities, prepared, attrs,
                      {k: v[:num_samples] for k, v in stats.items()}, certificate)
-
-
-def _nuts(values, log_weights, prepared, graph, factorization, num_samples, seed, num_chains, options, attrs,
-          certificate):
-    padded = padded_from_prepared(prepared, graph)
-    start = {n: np.asarray(v)[0] for n, v in constrained(
-        {f: np.asarray(v) for f, v in values.items()}, graph, factorization).items()}
-    rng = np.random.default_rng(seed)
-    init_params, inverse_mass_matrix = warm_start(graph, padded, start, num_chains, rng, log_weights)
-    if not _settle_options(options, certificate):
-        inverse_mass_matrix = {k: np.diag(v) if v.ndim == 2 else v for k, v in inverse_mass_matrix.items()}
-    dense = next(iter(inverse_mass_matrix.values())).ndim == 2
-    run = run_nuts(graph, prepared, seed=seed, num_warmup=int(options["num_warmup"]),
-                   num_samples=int(math.ceil(num_samples / num_chains)), num_chains=num_chains,
-                   target_accept_prob=options["target_accept_prob"], max_tree_depth=options["max_tree_depth"],
-                   chain_method=options["chain_method"], init_params=init_params,
-                   inverse_mass_matrix=inverse_mass_matrix, dense_mass=dense,
-                   adapt_mass_matrix=bool(options["adapt_mass_matrix"]))
-    _report_run(attrs, options, run.worst_rhat, run.divergences, run.converged)
-    return Posterior(run.draws, {}, prepared, attrs, run.stats, certificate)

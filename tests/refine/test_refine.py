@@ -127,6 +127,15 @@ def test_nuts_refinement_matches_the_closed_form(short_trained):
     # NUTS draws are autocorrelated: allow an effective size of a quarter of the draws.
     assert np.all(mean_error < 3 * math.sqrt(4 / 2000))
     assert np.all(sd_error < 0.1)
+    # Another data set of the same sizes (the groups in reverse order: if the compiled run had kept
+    # the first data set, every group's mean would be off) reuses the compiled run and matches its
+    # own closed form.
+    reordered = groups[::-1]
+    again = short_trained.sample({"y": reordered}, 2000, seed=1, refine="nuts")
+    assert len([key for key in short_trained._densities if key[0] == "nuts"]) == 1
+    mean_error, sd_error = _errors(again, conjugate_normal.exact_posterior(reordered))
+    assert np.all(mean_error < 3 * math.sqrt(4 / 2000))
+    assert np.all(sd_error < 0.1)
 
 
 def test_bad_refine_requests_are_refused(short_trained):
@@ -182,38 +191,41 @@ def test_draws_outside_the_programs_support_never_pass_silently():
     assert np.all(refined.posterior["theta"].values > y.max())
 
 
-def test_warm_starts_for_a_site_whose_unconstrained_shape_differs():
-    # A Cholesky factor of a 2×2 correlation matrix is (2, 2) constrained and (1,) unconstrained
-    # (sleepstudy's random-effect correlation); NUTS must start from it and accept the mass matrix.
-    import jax
-
-    from amortize.padded_program import padded_from_prepared
-    from amortize.prepare import prepare_data
-    from amortize.refine.nuts import run_nuts, warm_start
-
+def test_nuts_moves_a_cholesky_factor_in_the_networks_coordinates():
+    # A Cholesky factor of a 2×2 correlation matrix is (2, 2) constrained and one number unconstrained
+    # (sleepstudy's random-effect correlation): NUTS moves the networks' packed coordinates, and its
+    # draws come back as valid Cholesky factors.
     def correlated(n_group, y=None):
         L = numpyro.sample("L", dist.LKJCholesky(2, concentration=2.0))
         with numpyro.plate("group", n_group):
             numpyro.sample("y", dist.MultivariateNormal(np.zeros(2), scale_tril=L), obs=y)
 
-    graph = am.compile(correlated, data=["y"], sizes={"group": (5, 20)}).graph
+    from amortize.prepare import prepare_data
+    from amortize.refine.sampling import NUTS_DEFAULTS, _nuts
+
+    amortizer = am.compile(correlated, data=["y"], sizes={"group": (5, 20)})
+    (factor,) = amortizer.factorization
     rng = np.random.default_rng(0)
-    y = rng.multivariate_normal(np.zeros(2), [[1.0, 0.6], [0.6, 1.0]], size=12)
-    prepared = prepare_data(graph, {"y": y})
-    padded = padded_from_prepared(prepared, graph)
-    rho = rng.uniform(0.2, 0.8, 500)
-    draws = {"L": np.stack([np.stack([np.ones_like(rho), np.zeros_like(rho)], -1),
-                            np.stack([rho, np.sqrt(1 - rho**2)], -1)], -2)}  # (500, 2, 2)
-    init, mass = warm_start(graph, padded, draws, 2, rng)
-    assert init["L"].shape == (2, 1)
-    # Each chain starts at one of the draws: the transform's inverse is arctanh of the correlation.
-    assert all(np.min(np.abs(rho - np.tanh(x))) < 1e-5 for x in init["L"][:, 0])
-    (sites, matrix), = mass.items()
-    assert sites == ("L",) and np.shape(matrix) == (1, 1)
-    np.testing.assert_allclose(matrix[0, 0], np.var(np.arctanh(rho), ddof=1), rtol=1e-3)
-    run = run_nuts(graph, prepared, seed=0, num_warmup=50, num_samples=50, num_chains=2, init_params=init,
-                   inverse_mass_matrix=mass, dense_mass=True)
-    L = run.draws["L"]
-    assert L.shape == (100, 2, 2)
+    y = rng.multivariate_normal(np.zeros(2), [[1.0, 0.8], [0.8, 1.0]], size=20)
+    prepared = prepare_data(amortizer.graph, {"y": y})
+    # Starting draws in the packed coordinate (one number for a 2×2 correlation's Cholesky factor).
+    values = {factor.name: rng.normal(0.5, 0.5, (1, 400, 1)).astype(np.float32)}
+    posterior = _nuts(values, None, prepared, amortizer.graph, amortizer.factorization, 400, 0, 2,
+                      dict(NUTS_DEFAULTS, _given=("num_warmup",), num_warmup=200), {}, None, None)
+    L = posterior.draws["L"]
+    assert L.shape == (400, 2, 2)
     np.testing.assert_allclose(np.sum(L**2, axis=-1), 1.0, rtol=1e-5)  # rows of unit length
-    assert jax.numpy.all(L[:, 0, 1] == 0)
+    assert np.all(L[:, 0, 1] == 0)
+    # The correlation's exact posterior by quadrature: LKJ(η = 2) prior ∝ 1 − ρ², bivariate normal
+    # likelihood with unit variances. NUTS draws are autocorrelated: allow an effective size of a
+    # quarter of them (Monte Carlo se of the mean sd/√100, of the sd about 1/√200 relative).
+    rho = np.linspace(-0.999, 0.999, 20001)
+    quadratic = (np.sum(y[:, 0] ** 2) - 2 * rho * np.sum(y[:, 0] * y[:, 1]) + np.sum(y[:, 1] ** 2))
+    log_post = np.log1p(-rho**2) - 0.5 * len(y) * np.log1p(-rho**2) - quadratic / (2 * (1 - rho**2))
+    density = np.exp(log_post - log_post.max())
+    density /= density.sum()
+    exact_mean = np.sum(rho * density)
+    exact_sd = np.sqrt(np.sum((rho - exact_mean) ** 2 * density))
+    draws = L[:, 1, 0]
+    assert abs(draws.mean() - exact_mean) < 3 * exact_sd / np.sqrt(100), (draws.mean(), exact_mean)
+    assert abs(draws.std() / exact_sd - 1) < 3 / np.sqrt(200), (draws.std(), exact_sd)
