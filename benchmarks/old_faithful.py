@@ -15,7 +15,8 @@ For K = 2 and 3 (:mod:`amortize.models.old_faithful`, on standardized data):
 5. plots the eruptions coloured by their posterior probability of each
    component, and the marginal posteriors against NUTS.
 
-Writes ``benchmarks/results/old_faithful.json`` and figures in
+Writes ``benchmarks/results/old_faithful.json`` (a run of some components
+keeps the stored results of the others) and figures in
 ``docs/figures/old_faithful/``.
 
 ``--quantiles N`` and ``--summary set_transformer`` choose the summary
@@ -35,6 +36,7 @@ Usage: ``python benchmarks/old_faithful.py [--train-seconds 600] [--components 2
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -120,7 +122,8 @@ def main():
         plot_calibration(check, figures / f"k{k}_indicator_calibration.png")
         plot_comparison(comparison_figure_data(tree, reference, table), path=figures / f"k{k}_marginals.png")
         results[f"k{k}"] = {
-            "steps": len(history["loss"]), "fit_seconds": fit_seconds, "final_val_loss": float(history["val_loss"][-1]),
+            "train_seconds": args.train_seconds, "steps": len(history["loss"]), "fit_seconds": fit_seconds,
+            "final_val_loss": float(history["val_loss"][-1]),
             "nuts": nuts_info, "draw_latency_ms": latency, "comparison": summary,
             "indicator_check": {"accuracy": check.accuracy, "ece": check.ece.tolist(),
                                 "ece_noise_floor": check.noise_floor.tolist(), "n": check.n},
@@ -138,7 +141,11 @@ def main():
                  (f"K={k}: 1000 draws", f"{latency['draws']:.1f} ms (θ and 272 indicators); NUTS {nuts_seconds:.0f} s")]
     print_table("Old Faithful mixtures", rows)
     name = f"old_faithful{variant}.json"
-    path = write_to(figures / name if args.quick else RESULTS / name, results)
+    path = figures / name if args.quick else RESULTS / name
+    if path.exists():   # a run of some components keeps the stored results of the others
+        stored = json.loads(path.read_text())
+        results = {**{k: v for k, v in stored.items() if k.startswith("k") and k not in results}, **results}
+    path = write_to(path, results)
     print(f"\nwrote {path} and {figures}/")
 
 
