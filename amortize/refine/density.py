@@ -30,7 +30,15 @@ from amortize.graph import Factorization, ModelGraph
 from amortize.padded_program import masked_program, program_arguments
 from amortize.simulate import from_canonical, instance_log_prob
 
-__all__ = ["block_plates", "split_by_block", "log_density_terms", "log_density_function", "joint_log_density"]
+__all__ = ["block_plates", "split_by_block", "log_density_terms", "log_density_function", "joint_log_density",
+           "density_arguments"]
+
+
+def density_arguments(padded: PaddedPosterior) -> tuple[dict, dict]:
+    """``(data, masks)`` of one padded data set as the density functions here take them: data float32,
+    masks boolean, on the device."""
+    return ({n: jnp.asarray(v, jnp.float32) for n, v in padded.data.items()},
+            {p: jnp.asarray(m) for p, m in padded.masks.items()})
 
 
 def block_plates(graph: ModelGraph, factorization: Factorization) -> tuple[str, ...]:

@@ -30,7 +30,7 @@ from amortize.graph import ModelGraph
 from amortize.padded_program import masked_program, program_arguments
 from amortize.simulate import to_canonical
 
-__all__ = ["NUTSRun", "run_nuts", "warm_nuts", "nuts_statistics", "weighted_starts", "draw_covariance",
+__all__ = ["NUTSRun", "run_nuts", "warm_nuts", "draw_statistics", "nuts_statistics", "weighted_starts", "draw_covariance",
            "RHAT_THRESHOLD"]
 
 #: Largest split R-hat a run may have to count as converged.
@@ -102,11 +102,8 @@ def run_nuts(graph: ModelGraph, prepared: PreparedData, *, seed: int, num_warmup
         max_rhat[name] = float(np.nanmax(rhat)) if np.size(rhat) else 1.0
         draws[name] = real.reshape((-1,) + real.shape[2:])
     extra = mcmc.get_extra_fields(group_by_chain=True)
-    diverging = np.asarray(extra["diverging"]).reshape(-1)
-    stats = {"diverging": diverging,
-             "tree_depth": np.floor(np.log2(np.asarray(extra["num_steps"]).reshape(-1) + 1)).astype(int),
-             "step_size": np.asarray(extra["adapt_state.step_size"]).reshape(-1)}
-    return NUTSRun(draws, stats, max_rhat, int(diverging.sum()), num_chains)
+    stats = draw_statistics(extra["diverging"], extra["num_steps"], extra["adapt_state.step_size"])
+    return NUTSRun(draws, stats, max_rhat, int(stats["diverging"].sum()), num_chains)
 
 
 def warm_nuts(log_density: Callable, *, num_chains: int, num_warmup: int, num_samples: int, dense: bool,
@@ -170,16 +167,21 @@ def warm_nuts(log_density: Callable, *, num_chains: int, num_warmup: int, num_sa
     return jax.jit(run)
 
 
+def draw_statistics(diverging, num_steps, step_size) -> dict:
+    """NUTS's per-draw statistics, each ``(chains, draws)``, as ``(chains * draws,)`` arrays: ``diverging``,
+    ``tree_depth`` (from the number of leapfrog steps) and ``step_size``."""
+    return {"diverging": np.asarray(diverging).reshape(-1),
+            "tree_depth": np.floor(np.log2(np.asarray(num_steps).reshape(-1) + 1)).astype(int),
+            "step_size": np.asarray(step_size).reshape(-1)}
+
+
 def nuts_statistics(draws: np.ndarray, stats: dict) -> tuple[dict, float, int]:
-    """Per-draw statistics ``(chains * draws,)``, the worst split R-hat over the D coordinates of
+    """Per-draw statistics (:func:`draw_statistics`), the worst split R-hat over the D coordinates of
     ``draws`` ``(chains, draws, D)`` and the number of divergent transitions."""
     draws = np.asarray(draws)
     rhat = split_gelman_rubin(draws) if draws.shape[0] > 1 else np.ones(draws.shape[-1])
-    diverging = np.asarray(stats["diverging"]).reshape(-1)
-    flat = {"diverging": diverging,
-            "tree_depth": np.floor(np.log2(np.asarray(stats["num_steps"]).reshape(-1) + 1)).astype(int),
-            "step_size": np.asarray(stats["step_size"]).reshape(-1)}
-    return flat, float(np.nanmax(rhat)), int(diverging.sum())
+    flat = draw_statistics(stats["diverging"], stats["num_steps"], stats["step_size"])
+    return flat, float(np.nanmax(rhat)), int(flat["diverging"].sum())
 
 
 def weighted_starts(num_draws: int, log_weights, num_chains: int, rng: np.random.Generator) -> np.ndarray:

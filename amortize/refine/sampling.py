@@ -24,7 +24,7 @@ from amortize.errors import CertificateWarning, RefineError
 from amortize.graph import Factorization, ModelGraph
 from amortize.infer import constrained, gather_instances
 from amortize.refine.chains import draw_chains, summable_chain, summed_log_density
-from amortize.refine.density import block_plates, joint_log_density
+from amortize.refine.density import block_plates, density_arguments, joint_log_density
 from amortize.refine.weights import DEFENSIVE, Certificate, chain_sum, importance, plain_weights_first
 from amortize.refine.nuts import RHAT_THRESHOLD, draw_covariance, nuts_statistics, warm_nuts, weighted_starts
 
@@ -268,8 +268,7 @@ def _nuts(values, log_weights, prepared, graph, factorization, num_samples, seed
         density = (joint_log_density(graph, factorization, padded.sizes) if chain is None
                    else summed_log_density(graph, factorization, padded.sizes, chain))
         cache[key] = warm_nuts(lambda u, data, masks: density(unflatten(u), data, masks), **settings)
-    data = {n: jnp.asarray(v, jnp.float32) for n, v in padded.data.items()}
-    masks = {p: jnp.asarray(m) for p, m in padded.masks.items()}
+    data, masks = density_arguments(padded)
     sampled, stats = cache[key](jax.random.key(seed), jnp.asarray(flat[start], jnp.float32),
                                 jnp.asarray(mass, jnp.float32), data, masks)
     stats, max_rhat, divergences = nuts_statistics(sampled, stats)

@@ -44,7 +44,7 @@ from amortize.errors import RefineError
 from amortize.graph import Factorization, ModelGraph
 from amortize.refine.certificate import Certificate
 from amortize.refine.chains import chain_density_function, draw_chains, summable_chain, sum_out_chain
-from amortize.refine.density import block_plates, log_density_function, split_by_block
+from amortize.refine.density import block_plates, density_arguments, log_density_function, split_by_block
 from amortize.program.trace import sites_without_log_prob
 from amortize.refine.pareto import khat_threshold, log_mean_exp, psis, relative_ess, resample
 from amortize.padded_program import masked_program, program_arguments
@@ -424,8 +424,7 @@ def chain_sum(graph: ModelGraph, factorization: Factorization, prepared: Prepare
     if cache_key not in cache:
         cache[cache_key] = chain_density_function(graph, factorization, padded.sizes, chain)
     compiled = cache[cache_key]
-    data = {n: jnp.asarray(v, jnp.float32) for n, v in padded.data.items()}
-    plate_masks = {p: jnp.asarray(m) for p, m in padded.masks.items()}
+    data, plate_masks = density_arguments(padded)
     chunk = max(1, int(_WORK_ELEMENTS // (10 * _program_elements(prepared))))
 
     def evaluate(vs):
@@ -447,8 +446,7 @@ def compiled_density(graph: ModelGraph, factorization: Factorization, padded, bl
     if cache_key not in cache:
         cache[cache_key] = log_density_function(graph, factorization, padded.sizes, blocks, exclude)
     compiled = cache[cache_key]
-    data = {n: jnp.asarray(v, jnp.float32) for n, v in padded.data.items()}
-    plate_masks = {p: jnp.asarray(m) for p, m in padded.masks.items()}
+    data, plate_masks = density_arguments(padded)
     return lambda values: compiled(values, data, plate_masks)
 
 
