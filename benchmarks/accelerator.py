@@ -1,0 +1,151 @@
+"""On an accelerator: training throughput by batch size, and what a short budget buys the sleepstudy twin.
+
+Run where JAX's default backend is a GPU (or TPU); on a CPU it runs too and
+measures the CPU. Two parts, each written to the JSON as soon as it is done:
+
+1. **Throughput.** The two-level Gaussian (:mod:`amortize.models.hierarchical_normal`)
+   in ``benchmarks/devices.py``'s two designs (anchor: 20 groups × 10
+   observations; core: 2–50 groups × 1–30 observations, packed), default
+   networks, ``--steps`` steps at each of ``--batch-sizes``; the steady rate
+   between the second and the last validation (compilation excluded), and
+   the seconds before the first validation (compilation included).
+2. **The sleepstudy twin** (``learning_curves.py``'s case: lme4's design,
+   responses replicated at one NUTS draw; design-focused with the
+   self-consistency term on the twin), trained for ``--twin-budget`` seconds
+   (compilation included) at each of ``--twin-batch-sizes``, its unrefined
+   posterior compared with NUTS on the twin: the worst |Δmean| in NUTS sds
+   and the worst |sd ratio − 1| per parameter kind, as in
+   ``learning_curves.json``. The twin and its NUTS reference are made once
+   on a CPU (``--twin-folder DIR``; made there if absent: needs
+   ``../shared/data/sleepstudy``), so the accelerator spends its time on
+   training only.
+
+Usage: ``python benchmarks/accelerator.py [--steps 200] [--batch-sizes 64 512 4096]
+[--twin-folder DIR] [--twin-budget 150] [--twin-batch-sizes 32 256] [--out PATH] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _case_study import RESULTS, am, comparison, steady_training, write_to  # noqa: E402
+from devices import DESIGNS  # noqa: E402
+
+
+def throughput(design: str, batch_size: int, steps: int) -> dict:
+    """Steady simulated data sets per second of one fit on the default device."""
+    from amortize.models import hierarchical_normal
+
+    amortizer = am.compile(hierarchical_normal.model, data=["y"], sizes=DESIGNS[design])
+    start = time.perf_counter()
+    history = amortizer.fit(steps=steps, batch_size=batch_size, seed=0, progress=False,
+                            config=am.TrainConfig(validation_every=max(steps // 8, 1), devices=1))
+    out = steady_training(history, batch_size)
+    out.update(design=design, batch_size=batch_size, fit_seconds=time.perf_counter() - start,
+               final_val_loss=float(history["val_loss"][-1]))
+    return out
+
+
+def twin_inputs(folder: Path) -> tuple[dict, dict, object]:
+    """The twin data set, its coordinates and NUTS on it: read from ``folder``, or made and stored there."""
+    import numpy as np
+    import xarray as xr
+
+    from amortize.models import sleepstudy
+
+    data_file, reference_file = folder / "twin.npz", folder / "reference.nc"
+    if not reference_file.exists():
+        from _case_study import run_nuts, shared_data, simulated_twin
+
+        data, coords = sleepstudy.load(shared_data("sleepstudy"))
+        real, _ = run_nuts(sleepstudy.model, data, coords=coords, num_warmup=1000, num_samples=1000, num_chains=4)
+        twin = simulated_twin(real, sleepstudy.model, data)
+        reference, _ = run_nuts(sleepstudy.model, twin, coords=coords, num_warmup=1000, num_samples=1000,
+                                num_chains=4, seed=1)
+        folder.mkdir(parents=True, exist_ok=True)
+        np.savez(data_file, **{k: np.asarray(v) for k, v in twin.items()})
+        (folder / "coords.json").write_text(json.dumps({k: [str(x) for x in v] for k, v in coords.items()}))
+        reference.to_netcdf(reference_file, engine="h5netcdf")
+    twin = dict(np.load(data_file))
+    coords = json.loads((folder / "coords.json").read_text())
+    return twin, coords, xr.open_datatree(reference_file, engine="h5netcdf").load()
+
+
+def twin_run(twin: dict, coords: dict, reference, budget: float, batch_size: int) -> dict:
+    from learning_curves import by_kind
+
+    from amortize.models import sleepstudy
+
+    start = time.perf_counter()
+    amortizer = am.compile(sleepstudy.model, data=["days", "reaction"], sizes=sleepstudy.SIZES)
+    consistency = am.SelfConsistency(data=twin, simulations=False, draws=16, local_draws=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a short budget may warn; k̂ is recorded
+        history = amortizer.fit(time_limit=budget, batch_size=batch_size, seed=0, progress=False,
+                                design=amortizer.design_of(twin), self_consistency=consistency,
+                                config=am.TrainConfig(devices=1))
+        tree = amortizer.sample(twin, 4000, seed=2, coords=coords)
+    summary, _ = comparison(tree, reference)
+    return {"budget_seconds": budget, "batch_size": batch_size, "steps": int(len(history["loss"])),
+            "wall_seconds": time.perf_counter() - start,
+            "certificate_khat": float(tree["posterior"].attrs.get("certificate_khat", float("nan"))),
+            "kinds": by_kind(summary, amortizer.graph)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[64, 512, 4096])
+    parser.add_argument("--designs", nargs="*", choices=sorted(DESIGNS), default=list(DESIGNS))
+    parser.add_argument("--twin-folder", type=Path, default=None, help="the twin and its NUTS reference")
+    parser.add_argument("--twin-budget", type=float, default=150.0)
+    parser.add_argument("--twin-batch-sizes", nargs="+", type=int, default=[32, 256])
+    parser.add_argument("--prepare-only", action="store_true", help="make the twin folder and stop")
+    parser.add_argument("--out", type=Path, default=RESULTS / "accelerator.json")
+    parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.batch_sizes, args.designs, args.twin_budget = 16, [32], ["anchor"], 20.0
+        args.twin_batch_sizes = [16]
+    if args.prepare_only:
+        twin_inputs(args.twin_folder)
+        return
+
+    import jax
+
+    device = jax.devices()[0]
+    results = {"backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
+               "jax": jax.__version__, "cpu_count": os.cpu_count(), "steps": args.steps, "throughput": [],
+               "twin": []}
+    print(f"backend {results['backend']}: {results['device']}, jax {results['jax']}", flush=True)
+    for design in args.designs:
+        for batch_size in args.batch_sizes:
+            row = throughput(design, batch_size, args.steps)
+            results["throughput"].append(row)
+            write_to(str(args.out), results)
+            print(f"{design:<7} batch {batch_size:>5}: {row['simulations_per_second_in_training']:>10,.0f} data sets/s, "
+                  f"{row['train_steps_per_second']:6.1f} steps/s, {row['seconds_before_first_validation']:5.1f} s "
+                  "before the first validation", flush=True)
+    if args.twin_folder is not None:
+        twin, coords, reference = twin_inputs(args.twin_folder)
+        for batch_size in args.twin_batch_sizes:
+            row = twin_run(twin, coords, reference, args.twin_budget, batch_size)
+            results["twin"].append(row)
+            write_to(str(args.out), results)
+            print(f"twin {args.twin_budget:.0f} s batch {batch_size}: {row['steps']} steps, k̂ "
+                  f"{row['certificate_khat']:.2f}, " + "; ".join(
+                      f"{k}: {v['max_abs_mean_diff_sd']:.2f} sd, {v['max_abs_sd_ratio_minus_1']:.0%}"
+                      for k, v in row["kinds"].items()), flush=True)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
