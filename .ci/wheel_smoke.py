@@ -1,6 +1,7 @@
 """Run by .ci/wheel_check from outside the source tree against the installed wheel."""
 
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -8,7 +9,7 @@ import numpy as np
 import amortize as am
 from amortize.models import conjugate_normal
 
-assert "site-packages" in am.__file__, am.__file__  # the wheel, not the source tree
+assert am.__file__.startswith(sys.prefix), am.__file__  # the wheel in this venv, not the source tree
 amortizer = am.compile(conjugate_normal.model, data=["y"], sizes={"group": (2, 4), "obs": (1, 3)},
                        network=am.NetworkConfig(summary_width=16, flow_hidden=16, flow_layers=1))
 amortizer.fit(steps=20, batch_size=16, progress=False)

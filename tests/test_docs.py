@@ -1,8 +1,10 @@
 """Code blocks of the docs run as written: each page's ``python`` blocks, in order, in one namespace.
 
-Pages whose examples train run with every ``fit`` shortened to a few steps and every NUTS warm-up to a
-few iterations (the same calls, arguments and all, otherwise): they check that each example runs
-against the current API, not the quality of its answer, which the tests of each feature check. The longest pages run from files
+Pages whose examples train run with every ``fit`` shortened to a few steps, every NUTS warm-up to a
+few iterations and, where an example leaves the networks at their defaults, small networks (the same
+calls, arguments and all, otherwise): they check that each example runs against the current API, not
+the quality of its answer, which the tests of each feature check. Compiling the default networks'
+training step and samplers was most of these tests' time. The longest pages run from files
 of their own (tests/test_docs_from_mcmc.py, tests/test_docs_validation.py), so that the two test
 workers can run them side by side.
 """
@@ -25,6 +27,10 @@ SHORTENED = ["design.md", "guide.md", "comparison.md", "mixtures.md"]
 #: Training steps of a shortened fit, and NUTS warm-up iterations.
 SHORT_STEPS, SHORT_WARMUP = 20, 50
 
+#: The networks of an example that sets none: two affine coupling layers, narrow (an example that sets
+#: ``network=`` keeps its own). Compiling them takes about half as long as the defaults.
+SMALL_NETWORK = am.NetworkConfig(flow="affine", flow_layers=2, flow_hidden=32, summary_width=32)
+
 
 def blocks(page: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", (DOCS / page).read_text(), re.S)
@@ -41,7 +47,8 @@ def run_page(page: str) -> dict:
 
 def short_fits(monkeypatch) -> list:
     """Make every ``Amortizer.fit`` and ``ModelComparison.fit`` train ``SHORT_STEPS`` steps of 16 (the
-    call's other settings kept), and every NUTS run warm up for at most ``SHORT_WARMUP`` iterations.
+    call's other settings kept), every NUTS run warm up for at most ``SHORT_WARMUP`` iterations, and
+    every ``am.compile`` or ``am.compare`` that sets no ``network`` use :data:`SMALL_NETWORK`.
 
     Returns the list the shortened calls append their keyword arguments to (so a test can check that
     the page's calls went through).
@@ -58,6 +65,11 @@ def short_fits(monkeypatch) -> list:
     def short_mcmc(kernel, *, num_warmup, **kwargs):
         return MCMC(kernel, num_warmup=min(num_warmup, SHORT_WARMUP), **kwargs)
     monkeypatch.setattr(nuts_runner, "MCMC", short_mcmc)
+    for name in ("compile", "compare"):
+        def small(*args, _build=getattr(am, name), **kwargs):
+            kwargs.setdefault("network", SMALL_NETWORK)
+            return _build(*args, **kwargs)
+        monkeypatch.setattr(am, name, small)
     return calls
 
 
