@@ -109,12 +109,14 @@ def main():
     parser.add_argument("--twin-budget", type=float, default=150.0)
     parser.add_argument("--twin-batch-sizes", nargs="+", type=int, default=[32, 256])
     parser.add_argument("--prepare-only", action="store_true", help="make the twin folder and stop")
-    parser.add_argument("--out", type=Path, default=RESULTS / "accelerator.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/accelerator.json "
+                        "(accelerator_quick.json with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.batch_sizes, args.designs, args.twin_budget = 16, [32], ["anchor"], 20.0
         args.twin_batch_sizes = [16]
+    args.out = args.out or RESULTS / ("accelerator_quick.json" if args.quick else "accelerator.json")
     if args.prepare_only:
         twin_inputs(args.twin_folder)
         return
