@@ -20,8 +20,12 @@ measures the CPU. Two parts, each written to the JSON as soon as it is done:
    ``../shared/data/sleepstudy``), so the accelerator spends its time on
    training only.
 
+``--figure`` draws the throughput against the batch size from the stored JSON
+(beside the 2-core CPU's figures in ``devices.json``) into
+``docs/figures/accelerator/throughput.png``, on any machine.
+
 Usage: ``python benchmarks/accelerator.py [--steps 200] [--batch-sizes 64 512 4096]
-[--twin-folder DIR] [--twin-budget 150] [--twin-batch-sizes 32 256] [--out PATH] [--quick]``
+[--twin-folder DIR] [--twin-budget 150] [--twin-batch-sizes 32 256] [--out PATH] [--quick] [--figure]``
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _case_study import RESULTS, am, comparison, steady_training, write_to  # noqa: E402
+from _case_study import FIGURES, RESULTS, am, comparison, steady_training, write_to  # noqa: E402
 from devices import DESIGNS  # noqa: E402
 
 
@@ -100,6 +104,36 @@ def twin_run(twin: dict, coords: dict, reference, budget: float, batch_size: int
             "kinds": by_kind(summary, amortizer.graph)}
 
 
+def figure(results: dict, path: Path) -> Path:
+    """Data sets per second against the batch size, one line per design, the CPU's batch-64 figures marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cpu_file = RESULTS / "devices.json"
+    cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else {}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for design, color in zip(DESIGNS, ("C0", "C1")):
+        rows = sorted((r for r in results["throughput"] if r["design"] == design), key=lambda r: r["batch_size"])
+        if not rows:
+            continue
+        ax.plot([r["batch_size"] for r in rows], [r["simulations_per_second_in_training"] for r in rows], "o-",
+                color=color, label=f"{design}, {results['device']}")
+        if design in cpu:
+            ax.plot([cpu["batch_size"]], [cpu[design]["one_device"]["simulations_per_second"]], "s", color=color,
+                    mfc="none", ms=9, label=f"{design}, 2-core CPU (devices.json)")
+    ax.set(xscale="log", yscale="log", xlabel="batch size (simulated data sets per step)",
+           ylabel="simulated data sets per second", title="Training throughput, two-level Gaussian")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200)
@@ -112,7 +146,12 @@ def main():
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/accelerator.json "
                         "(accelerator_quick.json with --quick)")
     parser.add_argument("--quick", action="store_true", help="tiny run to check the script")
+    parser.add_argument("--figure", action="store_true", help="draw the stored throughput and stop")
     args = parser.parse_args()
+    if args.figure:
+        stored = json.loads((args.out or RESULTS / "accelerator.json").read_text())
+        print(f"wrote {figure(stored, FIGURES / 'accelerator' / 'throughput.png')}")
+        return
     if args.quick:
         args.steps, args.batch_sizes, args.designs, args.twin_budget = 16, [32], ["anchor"], 20.0
         args.twin_batch_sizes = [16]
