@@ -40,40 +40,19 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _case_study import FIGURES, RESULTS, am, comparison, steady_training, write_to  # noqa: E402
-from devices import DESIGNS  # noqa: E402
-
-
-def throughput(design: str, batch_size: int, steps: int) -> dict:
-    """Steady simulated data sets per second of one fit on the default device."""
-    from amortize.models import hierarchical_normal
-
-    amortizer = am.compile(hierarchical_normal.model, data=["y"], sizes=DESIGNS[design])
-    start = time.perf_counter()
-    history = amortizer.fit(steps=steps, batch_size=batch_size, seed=0, progress=False,
-                            config=am.TrainConfig(validation_every=max(steps // 8, 1), devices=1))
-    out = steady_training(history, batch_size)
-    out.update(design=design, batch_size=batch_size, fit_seconds=time.perf_counter() - start,
-               final_val_loss=float(history["val_loss"][-1]))
-    return out
+from _case_study import FIGURES, RESULTS, am, write_to  # noqa: E402
+from devices import DESIGNS, worker  # noqa: E402
+from learning_curves import curve_row, describe, sleepstudy_twin_inputs, train_sleepstudy_twin  # noqa: E402
 
 
 def twin_inputs(folder: Path) -> tuple[dict, dict, object]:
-    """The twin data set, its coordinates and NUTS on it: read from ``folder``, or made and stored there."""
+    """:func:`learning_curves.sleepstudy_twin_inputs`, kept in ``folder``: read from there, or made and stored."""
     import numpy as np
     import xarray as xr
 
-    from amortize.models import sleepstudy
-
     data_file, reference_file = folder / "twin.npz", folder / "reference.nc"
     if not reference_file.exists():
-        from _case_study import run_nuts, shared_data, simulated_twin
-
-        data, coords = sleepstudy.load(shared_data("sleepstudy"))
-        real, _ = run_nuts(sleepstudy.model, data, coords=coords, num_warmup=1000, num_samples=1000, num_chains=4)
-        twin = simulated_twin(real, sleepstudy.model, data)
-        reference, _ = run_nuts(sleepstudy.model, twin, coords=coords, num_warmup=1000, num_samples=1000,
-                                num_chains=4, seed=1)
+        twin, coords, reference = sleepstudy_twin_inputs()
         folder.mkdir(parents=True, exist_ok=True)
         np.savez(data_file, **{k: np.asarray(v) for k, v in twin.items()})
         (folder / "coords.json").write_text(json.dumps({k: [str(x) for x in v] for k, v in coords.items()}))
@@ -81,27 +60,6 @@ def twin_inputs(folder: Path) -> tuple[dict, dict, object]:
     twin = dict(np.load(data_file))
     coords = json.loads((folder / "coords.json").read_text())
     return twin, coords, xr.open_datatree(reference_file, engine="h5netcdf").load()
-
-
-def twin_run(twin: dict, coords: dict, reference, budget: float, batch_size: int) -> dict:
-    from learning_curves import by_kind
-
-    from amortize.models import sleepstudy
-
-    start = time.perf_counter()
-    amortizer = am.compile(sleepstudy.model, data=["days", "reaction"], sizes=sleepstudy.SIZES)
-    consistency = am.SelfConsistency(data=twin, simulations=False, draws=16, local_draws=8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a short budget may warn; k̂ is recorded
-        history = amortizer.fit(time_limit=budget, batch_size=batch_size, seed=0, progress=False,
-                                design=amortizer.design_of(twin), self_consistency=consistency,
-                                config=am.TrainConfig(devices=1))
-        tree = amortizer.sample(twin, 4000, seed=2, coords=coords)
-    summary, _ = comparison(tree, reference)
-    return {"budget_seconds": budget, "batch_size": batch_size, "steps": int(len(history["loss"])),
-            "wall_seconds": time.perf_counter() - start,
-            "certificate_khat": float(tree["posterior"].attrs.get("certificate_khat", float("nan"))),
-            "kinds": by_kind(summary, amortizer.graph)}
 
 
 def figure(results: dict, path: Path) -> Path:
@@ -169,7 +127,7 @@ def main():
     print(f"backend {results['backend']}: {results['device']}, jax {results['jax']}", flush=True)
     for design in args.designs:
         for batch_size in args.batch_sizes:
-            row = throughput(design, batch_size, args.steps)
+            row = worker(design, 1, args.steps, batch_size) | {"design": design, "batch_size": batch_size}
             results["throughput"].append(row)
             write_to(str(args.out), results)
             print(f"{design:<7} batch {batch_size:>5}: {row['simulations_per_second_in_training']:>10,.0f} data sets/s, "
@@ -178,13 +136,14 @@ def main():
     if args.twin_folder is not None:
         twin, coords, reference = twin_inputs(args.twin_folder)
         for batch_size in args.twin_batch_sizes:
-            row = twin_run(twin, coords, reference, args.twin_budget, batch_size)
-            results["twin"].append(row)
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a short budget may warn; k̂ is recorded
+                amortizer, history, tree = train_sleepstudy_twin(twin, coords, args.twin_budget, batch_size,
+                                                                 am.TrainConfig(devices=1))
+            results["twin"].append(curve_row(amortizer, history, tree, reference, args.twin_budget, batch_size, start))
             write_to(str(args.out), results)
-            print(f"twin {args.twin_budget:.0f} s batch {batch_size}: {row['steps']} steps, k̂ "
-                  f"{row['certificate_khat']:.2f}, " + "; ".join(
-                      f"{k}: {v['max_abs_mean_diff_sd']:.2f} sd, {v['max_abs_sd_ratio_minus_1']:.0%}"
-                      for k, v in row["kinds"].items()), flush=True)
+            print(f"twin {args.twin_budget:.0f} s batch {batch_size}: {describe(results['twin'][-1])}", flush=True)
     print(f"wrote {args.out}")
 
 

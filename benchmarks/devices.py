@@ -43,7 +43,8 @@ DESIGNS = {"anchor": {"group": (20, 20), "obs": (10, 10)}, "core": {"group": (2,
 
 
 def worker(design: str, devices: int, steps: int, batch_size: int) -> dict:
-    """One training run in this process (``devices`` CPU devices; 0: one device pinned to one core)."""
+    """One training run in this process, on ``devices`` devices (CPU devices presented with
+    :func:`amortize.use_cpu_cores` where more than one; 0: one device pinned to one core)."""
     if devices == 0:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     import amortize as am
@@ -58,11 +59,11 @@ def worker(design: str, devices: int, steps: int, batch_size: int) -> dict:
     amortizer = am.compile(hierarchical_normal.model, data=["y"], sizes=DESIGNS[design])
     wall, cpu = time.perf_counter(), time.process_time()
     history = amortizer.fit(steps=steps, batch_size=batch_size, seed=0, progress=False,
-                            config=am.TrainConfig(validation_every=25))
+                            config=am.TrainConfig(validation_every=25, devices=1 if devices <= 1 else None))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     out = steady_training(history, batch_size)
     out.update(devices=len(jax.devices()), cores_busy=cpu / wall, backend=jax.default_backend(),
-               final_val_loss=float(history["val_loss"][-1]))
+               final_val_loss=float(history["val_loss"][-1]), fit_seconds=wall)
     return out
 
 

@@ -69,7 +69,8 @@ def _radon():
     return run, reference
 
 
-def _sleepstudy_twin():
+def sleepstudy_twin_inputs() -> tuple[dict, dict, object]:
+    """The twin (responses replicated at one NUTS draw on lme4's design), its coordinates, and NUTS on it."""
     from _case_study import simulated_twin
 
     data, coords = sleepstudy.load(shared_data("sleepstudy"))
@@ -77,15 +78,21 @@ def _sleepstudy_twin():
     twin = simulated_twin(real, sleepstudy.model, data)
     reference, _ = run_nuts(sleepstudy.model, twin, coords=coords, num_warmup=1000, num_samples=1000,
                             num_chains=4, seed=1)
+    return twin, coords, reference
 
-    def run(budget, batch_size):
-        amortizer = am.compile(sleepstudy.model, data=["days", "reaction"], sizes=sleepstudy.SIZES)
-        consistency = am.SelfConsistency(data=twin, simulations=False, draws=16, local_draws=8)
-        history = amortizer.fit(time_limit=budget, batch_size=batch_size, seed=0, progress=False,
-                                design=amortizer.design_of(twin), self_consistency=consistency)
-        return amortizer, history, amortizer.sample(twin, 4000, seed=2, coords=coords)
 
-    return run, reference
+def train_sleepstudy_twin(twin: dict, coords: dict, budget: float, batch_size: int, config=None):
+    """Design-focused training on the twin with the self-consistency term on it; (amortizer, history, posterior)."""
+    amortizer = am.compile(sleepstudy.model, data=["days", "reaction"], sizes=sleepstudy.SIZES)
+    consistency = am.SelfConsistency(data=twin, simulations=False, draws=16, local_draws=8)
+    history = amortizer.fit(time_limit=budget, batch_size=batch_size, seed=0, progress=False,
+                            design=amortizer.design_of(twin), self_consistency=consistency, config=config)
+    return amortizer, history, amortizer.sample(twin, 4000, seed=2, coords=coords)
+
+
+def _sleepstudy_twin():
+    twin, coords, reference = sleepstudy_twin_inputs()
+    return (lambda budget, batch_size: train_sleepstudy_twin(twin, coords, budget, batch_size)), reference
 
 
 def by_kind(summary: dict, graph) -> dict:
@@ -98,6 +105,20 @@ def by_kind(summary: dict, graph) -> dict:
         for key in ("max_abs_mean_diff_sd", "max_abs_sd_ratio_minus_1"):
             entry[key] = max(entry[key], float(row[key]))
     return kinds
+
+
+def curve_row(amortizer, history, tree, reference, budget: float, batch_size: int, start: float) -> dict:
+    """One point of a curve: steps made, the certificate's k̂, and the worst errors per kind against ``reference``."""
+    summary, _ = comparison(tree, reference)
+    return {"budget_seconds": budget, "batch_size": batch_size, "wall_seconds": time.perf_counter() - start,
+            "steps": int(len(history["loss"])),
+            "certificate_khat": float(tree["posterior"].attrs.get("certificate_khat", float("nan"))),
+            "kinds": by_kind(summary, amortizer.graph)}
+
+
+def describe(row: dict) -> str:
+    return f"{row['steps']} steps, k̂ {row['certificate_khat']:.2f}, " + "; ".join(
+        f"{k}: {v['max_abs_mean_diff_sd']:.2f} sd, {v['max_abs_sd_ratio_minus_1']:.0%}" for k, v in row["kinds"].items())
 
 
 def main():
@@ -121,15 +142,8 @@ def main():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # under-trained budgets warn by design; k̂ is recorded
                 amortizer, history, tree = run(budget, batch_size)
-            summary, _ = comparison(tree, reference)
-            rows.append({"budget_seconds": budget, "batch_size": batch_size,
-                         "wall_seconds": time.perf_counter() - start,
-                         "steps": int(len(history["loss"])),
-                         "certificate_khat": float(tree["posterior"].attrs.get("certificate_khat", float("nan"))),
-                         "kinds": by_kind(summary, amortizer.graph)})
-            print(f"{case} {budget:.0f} s: {rows[-1]['steps']} steps, k̂ {rows[-1]['certificate_khat']:.2f}, "
-                  + "; ".join(f"{k}: {v['max_abs_mean_diff_sd']:.2f} sd, {v['max_abs_sd_ratio_minus_1']:.0%}"
-                              for k, v in rows[-1]["kinds"].items()), flush=True)
+            rows.append(curve_row(amortizer, history, tree, reference, budget, batch_size, start))
+            print(f"{case} {budget:.0f} s: {describe(rows[-1])}", flush=True)
         kept = [row for row in results.get(case, [])
                 if row["budget_seconds"] not in args.budgets or row["batch_size"] != batch_size]
         results[case] = sorted(kept + rows, key=lambda row: (row["batch_size"], row["budget_seconds"]))
