@@ -13,19 +13,46 @@ from amortize.models.hierarchical_normal import model as two_level  # noqa: F401
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-#: Test files that take minutes of CPU, longest first (measured with --durations on 2026-12-04). pytest-xdist's
-#: --dist loadfile hands whole files to the workers in collection order; starting the longest ones first
-#: keeps a worker from running a long file alone at the end of the run.
-LONG_FILES = ("program/test_arguments.py", "test_amortizer.py", "test_train.py", "test_markov_indicators.py",
-              "test_docs_validation.py", "test_docs.py", "test_indicators.py", "test_docs_from_mcmc.py",
-              "models/test_air_traffic.py", "test_design.py", "refine/test_refine.py", "refine/test_consistency.py",
-              "test_readme.py", "test_comparison.py", "models/test_ddm.py", "refine/test_chains.py",
-              "test_devices.py", "test_cli.py")
+#: Test files that take minutes of CPU, longest first (their tests' summed durations in a clean-clone CI run
+#: with --durations=0 on 2026-12-04: test_amortizer.py 237 s ... networks/test_summary.py 62 s). pytest-xdist's
+#: --dist loadfile hands whole files to the workers in collection order (with --no-loadscope-reorder, as
+#: `make test` runs it; by default xdist reorders files by their number of tests, which ran the long
+#: single-test files last); starting the longest ones first keeps a worker from running one alone at the end.
+LONG_FILES = ("test_amortizer.py", "program/test_arguments.py", "test_train.py", "test_markov_indicators.py",
+              "test_docs.py", "test_indicators.py", "test_design.py", "test_docs_validation.py",
+              "test_docs_from_mcmc.py", "refine/test_refine.py", "models/test_air_traffic.py",
+              "refine/test_consistency.py", "test_comparison.py", "models/test_ddm.py", "refine/test_chains.py",
+              "networks/test_summary.py", "test_readme.py", "test_devices.py", "test_cli.py")
 
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0].removeprefix("tests/"), len(LONG_FILES)))
+
+
+def shared_amortizer(tmp_path_factory, name: str, model, train):
+    """A session fixture's amortizer, trained once per test run rather than once per xdist worker.
+
+    The first worker to ask trains it (``train()``) and saves it where every
+    worker of the run can read it (the run's shared temporary folder); the
+    others wait for it under a file lock and load it. Saving and loading
+    round-trip exactly (tests/test_amortizer.py), so every test sees the same
+    amortizer whichever worker it runs on.
+    """
+    import fcntl
+    import os
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent   # the folder the workers' own temporary folders share
+    path = root / f"{name}.amortizer"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return am.load(path, model=model)
+        amortizer = train()
+        amortizer.save(path)
+        return amortizer
 
 
 #: Training ranges of the conjugate model in the accuracy tests.
@@ -44,20 +71,26 @@ def three_level(n_region, n_county, n_house, y=None):
 
 
 @pytest.fixture(scope="session")
-def trained_conjugate():
-    """The conjugate two-level model, trained once per test session (about 4 minutes on 2 cores)."""
-    amortizer = am.compile(conjugate_normal.model, data=["y"], sizes=CONJUGATE_SIZES)
-    amortizer.fit(steps=6000, batch_size=64, seed=0, progress=False)
-    return amortizer
+def trained_conjugate(tmp_path_factory):
+    """The conjugate two-level model, trained once per test run (about a minute on 2 cores)."""
+    def train():
+        amortizer = am.compile(conjugate_normal.model, data=["y"], sizes=CONJUGATE_SIZES)
+        amortizer.fit(steps=6000, batch_size=64, seed=0, progress=False)
+        return amortizer
+
+    return shared_amortizer(tmp_path_factory, "trained_conjugate", conjugate_normal.model, train)
 
 
 @pytest.fixture(scope="session")
-def quick_two_level():
+def quick_two_level(tmp_path_factory):
     """The two-level model with unknown mu, tau, sigma after a short training (structure tests)."""
-    amortizer = am.compile(two_level, data=["y"], sizes={"group": (2, 12), "obs": (1, 8)},
-                           network=am.NetworkConfig(summary_width=32, flow_hidden=32, flow_layers=2))
-    amortizer.fit(steps=150, batch_size=32, seed=0, progress=False)
-    return amortizer
+    def train():
+        amortizer = am.compile(two_level, data=["y"], sizes={"group": (2, 12), "obs": (1, 8)},
+                               network=am.NetworkConfig(summary_width=32, flow_hidden=32, flow_layers=2))
+        amortizer.fit(steps=150, batch_size=32, seed=0, progress=False)
+        return amortizer
+
+    return shared_amortizer(tmp_path_factory, "quick_two_level", two_level, train)
 
 
 def exact_conjugate_draws(groups, num_samples, seed=0):
