@@ -347,9 +347,10 @@ class Amortizer:
             and the relative effective sample size (per group level for
             multilevel programs) in the posterior group's attributes
             (``certificate_*``; read them back with :func:`amortize.certificate`).
-            Costs one more pass of the local networks per group draw and one
-            evaluation of the program per draw; turn it off for
-            latency-critical calls. Programs with a site that has no
+            Costs one evaluation of the program per draw, and for a program
+            with groups whose plain weights are not confirmed (k̂ above the
+            threshold) the hierarchical weights' passes of the local networks;
+            turn it off for latency-critical calls. Programs with a site that has no
             ``log_prob`` are sampled without a certificate (with a warning).
         refine : {None, "psis", "nuts", "auto"}
             Correct the amortized draws with the program's density:
@@ -365,7 +366,9 @@ class Amortizer:
         proposals : int, optional
             Amortized draws weighted by ``refine="psis"`` (default
             ``max(num_samples, 4000)``) or by the certificate (default
-            ``max(num_samples, 1000)``).
+            ``max(num_samples, 1000)``; for ``refine="nuts"``, which needs
+            only the certificate's verdict, the first 1000 of them, while
+            the mass matrix comes from all).
         nuts_options : mapping, optional
             For ``refine="nuts"``: ``num_warmup`` (default 200),
             ``target_accept_prob`` (0.8), ``max_tree_depth`` (10),

@@ -39,6 +39,11 @@ NUTS_DEFAULTS = {"num_warmup": 200, "target_accept_prob": 0.8, "max_tree_depth":
                  "adapt_mass_matrix": False, "chain_method": "vectorized"}
 UNCONFIRMED_WARMUP = 500
 
+#: ``refine="nuts"`` asks the certificate for a verdict on this many of its proposal draws (their
+#: covariance, the mass matrix, comes from all of them): at a quarter of the draws, the hierarchical
+#: weights cost a quarter (1000 draws already make a Pareto fit of the tail; threshold 0.67).
+NUTS_CERTIFIED_DRAWS = 1000
+
 
 @dataclass
 class Posterior:
@@ -122,8 +127,8 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
     defensive = DEFENSIVE if refining and not plain_first else None
     outer_proposal = None
     if refining and plain_first:
-        def outer_proposal():
-            return draw(jax.random.fold_in(key, 3), prepared.data, prepared.masks, count, None, DEFENSIVE)
+        def outer_proposal(only):
+            return draw(jax.random.fold_in(key, 3), prepared.data, prepared.masks, count, None, DEFENSIVE, only)
     proposal = draw(key, prepared.data, prepared.masks, num_samples if refine is None else count, None, defensive)
     if refine is None and count > num_samples:
         # The draws returned are exactly those of an uncertified call; the certificate weighs
@@ -135,9 +140,14 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
     values, probabilities = proposal.values, proposal.probabilities
     joint_log_weights = None
     if weigh:
+        weighed, weighed_proposal = count, proposal
+        if refine == "nuts" and proposals is None and count > NUTS_CERTIFIED_DRAWS:
+            weighed = NUTS_CERTIFIED_DRAWS
+            weighed_proposal = jax.tree_util.tree_map(lambda a: a[:, :weighed], proposal)
         try:
             result = importance(draw, graph, factorization, prepared, jax.random.fold_in(key, 1),
-                                num_draws=count, proposal=proposal, cache=cache, outer_proposal=outer_proposal,
+                                num_draws=weighed, proposal=weighed_proposal, cache=cache,
+                                outer_proposal=outer_proposal, verdict_only=refine in (None, "nuts"), work_draws=count,
                                 resample_to=num_samples if refine in ("psis", "auto") else None)
         except RefineError as error:
             if refine is not None:
@@ -251,8 +261,11 @@ def _nuts(values, log_weights, prepared, graph, factorization, num_samples, seed
 
     rng = np.random.default_rng(seed)
     finite = np.all(np.isfinite(flat), axis=1)
-    weights = None if log_weights is None else np.where(finite, np.asarray(log_weights), -np.inf)
-    start = weighted_starts(count, weights, num_chains, rng)
+    # The certificate may have weighed only the first of the draws (NUTS_CERTIFIED_DRAWS): the starts
+    # come from those, the mass matrix from all.
+    weighed = count if log_weights is None else len(log_weights)
+    weights = None if log_weights is None else np.where(finite[:weighed], np.asarray(log_weights), -np.inf)
+    start = weighted_starts(weighed, weights, num_chains, rng)
     mass = draw_covariance(flat)
     if not _settle_options(options, certificate) and mass.ndim == 2:
         mass = np.diag(mass)

@@ -141,7 +141,8 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
                key: jax.Array, *, num_draws: int, resample_to: int | None = None,
                inner_draws: int | None = None, max_inner_draws: int = 256,
                target_variance: float = 0.25, proposal=None, cache: dict | None = None,
-               outer_proposal=None) -> ImportanceResult:
+               outer_proposal=None, verdict_only: bool = False,
+               work_draws: int | None = None) -> ImportanceResult:
     """Importance weights of amortized draws under the program's density; optionally resampled.
 
     Parameters
@@ -169,14 +170,25 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     proposal : LatentDraws, optional
         Outer draws already made (``num_draws`` of them), reused instead of drawing new ones.
     outer_proposal : callable, optional
-        ``() -> LatentDraws``: ``num_draws`` draws whose outer factors the
-        hierarchical weights use instead of ``proposal``'s, when they are needed
-        (``refine="psis"`` passes the defensive mixture here: ``proposal`` from q
-        itself serves the plain weights, which the mixture in every factor
-        would spoil).
+        ``(only) -> LatentDraws``: ``num_draws`` draws of the outer factors
+        named in ``only`` (a tuple), which the hierarchical weights use instead
+        of ``proposal``'s, when they are needed (``refine="psis"`` passes the
+        defensive mixture here: ``proposal`` from q itself serves the plain
+        weights, which the mixture in every factor would spoil). Only the outer
+        factors are asked for: the inner passes draw the locals anew.
     cache : dict, optional
         Compiled density functions by padded sizes, kept between calls (the
         amortizer keeps one), so a data set of known sizes compiles nothing.
+    verdict_only : bool
+        Only whether q is confirmed is wanted (``refine="nuts"``, which
+        takes its starting points and mass matrix from q): plain weights
+        over all latents whose k̂ is within the threshold already confirm
+        q, so the hierarchical weights are computed only where they do not,
+        whatever the plain weights' ESS.
+    work_draws : int, optional
+        The number of outer draws the caps on the inner work are computed
+        for (default ``num_draws``): a verdict on fewer draws keeps the M
+        that the full number would get, and so a share of its cost.
 
     Returns
     -------
@@ -316,8 +328,9 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     if not enumerated and inner_draws is None:
         needed = variance / target_variance
         groups = sum(len(real[p]) for p in blocks)
-        affordable = min(_INNER_WORK / (num_draws * _program_elements(prepared)),
-                         _INNER_LOCAL_DRAWS / (num_draws * max(groups, 1)))
+        budgeted = max(num_draws, work_draws or 0)
+        affordable = min(_INNER_WORK / (budgeted * _program_elements(prepared)),
+                         _INNER_LOCAL_DRAWS / (budgeted * max(groups, 1)))
         inner_draws = int(min(max_inner_draws, 2 ** math.ceil(math.log2(max(needed, 1.0))),
                               2 ** math.floor(math.log2(max(affordable, 1.0)))))
         inner_draws = max(4, inner_draws)
@@ -326,12 +339,12 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     # draws (times the globals' own efficiency): plain weights that come close to it are as good.
     ceiling = math.exp(-variance / m) if not enumerated and np.isfinite(variance) else 0.0
     if (not enumerated and joint_khat <= threshold
-            and joint_ess >= min(JOINT_ENOUGH, JOINT_SHARE * ceiling)):
+            and (verdict_only or joint_ess >= min(JOINT_ENOUGH, JOINT_SHARE * ceiling))):
         # The plain weights are reliable and keep enough draws: no inner passes needed.
         return plain("importance (joint)", levels)
     if outer_proposal is not None:
         # The hierarchical weights' outer draws come from the caller's other proposal.
-        first = _tree_host(outer_proposal())
+        first = _tree_host(outer_proposal(tuple(outer)))
         values = {f: v[0] for f, v in first.values.items()}
         log_q = _tree_host(split_by_block({f: v[0] for f, v in first.log_q.items()}, factor_paths, masks, blocks))
     per_chunk = max(1, min(num_draws, chunk // m if chunk >= m else 1))

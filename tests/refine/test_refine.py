@@ -71,13 +71,38 @@ def test_psis_matches_the_closed_form_where_the_amortized_draws_do_not(short_tra
 
 
 def test_hierarchical_importance_keeps_its_ess_at_a_hundred_groups(short_trained):
-    tree = short_trained.sample({"y": _groups(110, seed=3)}, 1000, seed=2)
+    # psis resamples, so it wants the hierarchical weights' ESS (an unrefined certificate is a verdict
+    # and may stop at the plain weights, test_a_verdict_needs_no_inner_passes_...).
+    tree = short_trained.sample({"y": _groups(110, seed=3)}, 1000, seed=2, refine="psis", proposals=1000)
     certificate = am.certificate(tree)
-    assert certificate.inner_draws >= 4
+    assert certificate.method == "hierarchical importance" and certificate.inner_draws >= 4
     assert certificate.relative_ess > 0.10
     # Plain importance sampling over all 111 latents on the same proposal is reported beside it.
     assert 0 <= certificate.joint_relative_ess < certificate.relative_ess
     assert set(certificate.levels) == {"group"}
+
+
+def test_a_verdict_needs_no_inner_passes_where_plain_weights_confirm_q(short_trained):
+    # refine="nuts" asks only whether q is confirmed. On the same draws, where the plain weights' k̂ is
+    # within the threshold (but they keep too few draws for resampling), the full certificate goes on to
+    # the hierarchical weights and the verdict stops at the plain ones, with the same answer.
+    import jax
+
+    from amortize.prepare import prepare_data
+    from amortize.refine import importance
+
+    prepared = prepare_data(short_trained.graph, {"y": _groups(40, seed=40)})
+    draw = short_trained.latent_sampler()
+    key = jax.random.key(5)
+    proposal = draw(jax.random.key(4), prepared.data, prepared.masks, 1000)
+    full = importance(draw, short_trained.graph, short_trained.factorization, prepared, key,
+                      num_draws=1000, proposal=proposal).certificate
+    verdict = importance(draw, short_trained.graph, short_trained.factorization, prepared, key,
+                         num_draws=1000, proposal=proposal, verdict_only=True).certificate
+    assert full.method == "hierarchical importance"
+    assert full.joint_khat <= full.threshold and full.joint_relative_ess < 0.25  # why the full one went on
+    assert verdict.method == "importance (joint)" and verdict.ok == full.ok
+    assert verdict.khat == full.joint_khat
 
 
 def test_data_far_outside_the_simulations_fail_the_certificate_with_a_warning(short_trained):
@@ -122,6 +147,8 @@ def test_nuts_refinement_matches_the_closed_form(short_trained):
     tree = short_trained.sample({"y": groups}, 2000, seed=0, refine="nuts")
     attrs = tree["posterior"].attrs
     assert attrs["refine"] == "nuts" and attrs["divergences"] == 0 and attrs["max_rhat"] < 1.02
+    # Only the certificate's verdict is needed: on the first 1000 of the 2000 proposal draws.
+    assert attrs["certificate_num_draws"] == 1000
     assert "sample_stats" in tree.children
     mean_error, sd_error = _errors(tree, exact)
     # NUTS draws are autocorrelated: allow an effective size of a quarter of the draws.
