@@ -180,7 +180,8 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
         Compiled density functions by padded sizes, kept between calls (the
         amortizer keeps one), so a data set of known sizes compiles nothing.
     verdict_only : bool
-        Only whether q is confirmed is wanted (``refine="nuts"``, which
+        Only whether q is confirmed is wanted, not weights to resample by
+        (the certificate of unrefined draws, and ``refine="nuts"``, which
         takes its starting points and mass matrix from q): plain weights
         over all latents whose k̂ is within the threshold already confirm
         q, so the hierarchical weights are computed only where they do not,
@@ -202,7 +203,8 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     most the hierarchical weights could keep given the pilot's summed inner
     variance V: the inner passes would only add their cost and the noise of
     p̂ (method ``"importance (joint)"``; the per-level diagnostics are still
-    computed). Otherwise importance sampling squared.
+    computed); with ``verdict_only``, whenever they are reliable. Otherwise
+    importance sampling squared.
 
     Raises
     ------
