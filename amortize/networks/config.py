@@ -66,8 +66,9 @@ class NetworkConfig:
         function, which a mean-pooled embedding can only approximate with
         learned bump functions. ``None`` (the default): ``AUTO_QUANTILES``
         (16) at the levels where independent mixture indicators live, none
-        elsewhere (hidden Markov chains: not measured yet, so none); 0: none
-        anywhere; N: N at every level with data. Measured in
+        elsewhere (hidden Markov chains too: there they cost a fifth of the
+        steps and gain nothing, docs/mixtures.md); 0: none anywhere; N: N at
+        every level with data. Measured in
         docs/mixtures.md (a 1-D mixture: 2.6 nats sharper at equal steps;
         Old Faithful: from 12 to 8 NUTS sds off).
     local_flow, local_flow_hidden, local_flow_depth : optional
