@@ -366,9 +366,7 @@ class Amortizer:
         proposals : int, optional
             Amortized draws weighted by ``refine="psis"`` (default
             ``max(num_samples, 4000)``) or by the certificate (default
-            ``max(num_samples, 1000)``; for ``refine="nuts"``, which needs
-            only the certificate's verdict, the first 1000 of them, while
-            the mass matrix comes from all).
+            ``max(num_samples, 1000)``).
         nuts_options : mapping, optional
             For ``refine="nuts"``: ``num_warmup`` (default 200),
             ``target_accept_prob`` (0.8), ``max_tree_depth`` (10),

@@ -39,11 +39,6 @@ NUTS_DEFAULTS = {"num_warmup": 200, "target_accept_prob": 0.8, "max_tree_depth":
                  "adapt_mass_matrix": False, "chain_method": "vectorized"}
 UNCONFIRMED_WARMUP = 500
 
-#: ``refine="nuts"`` asks the certificate for a verdict on this many of its proposal draws (their
-#: covariance, the mass matrix, comes from all of them): at a quarter of the draws, the hierarchical
-#: weights cost a quarter (1000 draws already make a Pareto fit of the tail; threshold 0.67).
-NUTS_CERTIFIED_DRAWS = 1000
-
 
 @dataclass
 class Posterior:
@@ -140,14 +135,11 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
     values, probabilities = proposal.values, proposal.probabilities
     joint_log_weights = None
     if weigh:
-        weighed, weighed_proposal = count, proposal
-        if refine == "nuts" and proposals is None and count > NUTS_CERTIFIED_DRAWS:
-            weighed = NUTS_CERTIFIED_DRAWS
-            weighed_proposal = jax.tree_util.tree_map(lambda a: a[:, :weighed], proposal)
         try:
+            # Unrefined draws and refine="nuts" need the certificate's verdict only (no resampling).
             result = importance(draw, graph, factorization, prepared, jax.random.fold_in(key, 1),
-                                num_draws=weighed, proposal=weighed_proposal, cache=cache,
-                                outer_proposal=outer_proposal, verdict_only=refine in (None, "nuts"), work_draws=count,
+                                num_draws=count, proposal=proposal, cache=cache, outer_proposal=outer_proposal,
+                                verdict_only=refine in (None, "nuts"),
                                 resample_to=num_samples if refine in ("psis", "auto") else None)
         except RefineError as error:
             if refine is not None:
@@ -261,11 +253,8 @@ def _nuts(values, log_weights, prepared, graph, factorization, num_samples, seed
 
     rng = np.random.default_rng(seed)
     finite = np.all(np.isfinite(flat), axis=1)
-    # The certificate may have weighed only the first of the draws (NUTS_CERTIFIED_DRAWS): the starts
-    # come from those, the mass matrix from all.
-    weighed = count if log_weights is None else len(log_weights)
-    weights = None if log_weights is None else np.where(finite[:weighed], np.asarray(log_weights), -np.inf)
-    start = weighted_starts(weighed, weights, num_chains, rng)
+    weights = None if log_weights is None else np.where(finite, np.asarray(log_weights), -np.inf)
+    start = weighted_starts(count, weights, num_chains, rng)
     mass = draw_covariance(flat)
     if not _settle_options(options, certificate) and mass.ndim == 2:
         mass = np.diag(mass)

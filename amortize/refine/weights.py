@@ -141,8 +141,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
                key: jax.Array, *, num_draws: int, resample_to: int | None = None,
                inner_draws: int | None = None, max_inner_draws: int = 256,
                target_variance: float = 0.25, proposal=None, cache: dict | None = None,
-               outer_proposal=None, verdict_only: bool = False,
-               work_draws: int | None = None) -> ImportanceResult:
+               outer_proposal=None, verdict_only: bool = False) -> ImportanceResult:
     """Importance weights of amortized draws under the program's density; optionally resampled.
 
     Parameters
@@ -186,10 +185,6 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
         over all latents whose k̂ is within the threshold already confirm
         q, so the hierarchical weights are computed only where they do not,
         whatever the plain weights' ESS.
-    work_draws : int, optional
-        The number of outer draws the caps on the inner work are computed
-        for (default ``num_draws``): a verdict on fewer draws keeps the M
-        that the full number would get, and so a share of its cost.
 
     Returns
     -------
@@ -330,9 +325,8 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     if not enumerated and inner_draws is None:
         needed = variance / target_variance
         groups = sum(len(real[p]) for p in blocks)
-        budgeted = max(num_draws, work_draws or 0)
-        affordable = min(_INNER_WORK / (budgeted * _program_elements(prepared)),
-                         _INNER_LOCAL_DRAWS / (budgeted * max(groups, 1)))
+        affordable = min(_INNER_WORK / (num_draws * _program_elements(prepared)),
+                         _INNER_LOCAL_DRAWS / (num_draws * max(groups, 1)))
         inner_draws = int(min(max_inner_draws, 2 ** math.ceil(math.log2(max(needed, 1.0))),
                               2 ** math.floor(math.log2(max(affordable, 1.0)))))
         inner_draws = max(4, inner_draws)

@@ -147,8 +147,6 @@ def test_nuts_refinement_matches_the_closed_form(short_trained):
     tree = short_trained.sample({"y": groups}, 2000, seed=0, refine="nuts")
     attrs = tree["posterior"].attrs
     assert attrs["refine"] == "nuts" and attrs["divergences"] == 0 and attrs["max_rhat"] < 1.02
-    # Only the certificate's verdict is needed: on the first 1000 of the 2000 proposal draws.
-    assert attrs["certificate_num_draws"] == 1000
     assert "sample_stats" in tree.children
     mean_error, sd_error = _errors(tree, exact)
     # NUTS draws are autocorrelated: allow an effective size of a quarter of the draws.
