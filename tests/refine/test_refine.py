@@ -83,9 +83,10 @@ def test_hierarchical_importance_keeps_its_ess_at_a_hundred_groups(short_trained
 
 
 def test_a_verdict_needs_no_inner_passes_where_plain_weights_confirm_q(short_trained):
-    # refine="nuts" asks only whether q is confirmed. On the same draws, where the plain weights' k̂ is
-    # within the threshold (but they keep too few draws for resampling), the full certificate goes on to
-    # the hierarchical weights and the verdict stops at the plain ones, with the same answer.
+    # An unrefined certificate and refine="nuts" ask only whether q is confirmed. On the same draws, where
+    # the plain weights' k̂ is within the threshold (but they keep too few draws for resampling), the full
+    # certificate goes on to the hierarchical weights and the verdict stops at the plain ones, with the
+    # same answer.
     import jax
 
     from amortize.prepare import prepare_data
