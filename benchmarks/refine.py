@@ -131,6 +131,12 @@ def run_study(name, spec, args) -> dict:
 
         amortizer = am.load(Path(args.load) / name, model=model)
         stored = RESULTS / f"refine_{name}{args.suffix}.json"
+        if not stored.exists() and (RESULTS / f"refine_{name}.json").exists():
+            # A new suffix for an amortizer measured before: its training record is the study's own row
+            # when the step counts agree (the same saved amortizer).
+            own = json.loads((RESULTS / f"refine_{name}.json").read_text())
+            if own.get("train_steps") == len(amortizer.history["loss"]):
+                stored = RESULTS / f"refine_{name}.json"
         earlier = json.loads(stored.read_text()) if stored.exists() else {
             "train_seconds": args.train_seconds, "train_steps": len(amortizer.history["loss"]),
             "batch_size": args.batch_size, "focus": args.focus}   # the budget it was trained with
