@@ -136,10 +136,9 @@ def posterior_draws(draw, graph: ModelGraph, factorization: Factorization, data:
     joint_log_weights = None
     if weigh:
         try:
-            # Unrefined draws and refine="nuts" need the certificate's verdict only (no resampling).
+            # Unrefined draws and refine="nuts" resample nothing: the certificate is a verdict.
             result = importance(draw, graph, factorization, prepared, jax.random.fold_in(key, 1),
                                 num_draws=count, proposal=proposal, cache=cache, outer_proposal=outer_proposal,
-                                verdict_only=refine in (None, "nuts"),
                                 resample_to=num_samples if refine in ("psis", "auto") else None)
         except RefineError as error:
             if refine is not None:

@@ -141,7 +141,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
                key: jax.Array, *, num_draws: int, resample_to: int | None = None,
                inner_draws: int | None = None, max_inner_draws: int = 256,
                target_variance: float = 0.25, proposal=None, cache: dict | None = None,
-               outer_proposal=None, verdict_only: bool = False) -> ImportanceResult:
+               outer_proposal=None) -> ImportanceResult:
     """Importance weights of amortized draws under the program's density; optionally resampled.
 
     Parameters
@@ -158,7 +158,12 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     resample_to : int, optional
         Return this many draws resampled by the (Pareto-smoothed) weights
         (``refine="psis"``); by default the proposal draws themselves come back
-        with the certificate.
+        with the certificate, which is then a verdict (is q confirmed?: the
+        certificate of unrefined draws, and ``refine="nuts"``, which takes its
+        starting points and mass matrix from q): plain weights over all
+        latents whose k̂ is within the threshold confirm q by themselves, so
+        the hierarchical weights are computed only where they do not,
+        whatever the plain weights' ESS (which matters for resampling).
     inner_draws : int, optional
         M, local draws per group and outer draw; by default chosen from a pilot
         (256 local draws at 8 global draws) so that the summed variance of the groups' log p̂ is about
@@ -178,13 +183,6 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     cache : dict, optional
         Compiled density functions by padded sizes, kept between calls (the
         amortizer keeps one), so a data set of known sizes compiles nothing.
-    verdict_only : bool
-        Only whether q is confirmed is wanted, not weights to resample by
-        (the certificate of unrefined draws, and ``refine="nuts"``, which
-        takes its starting points and mass matrix from q): plain weights
-        over all latents whose k̂ is within the threshold already confirm
-        q, so the hierarchical weights are computed only where they do not,
-        whatever the plain weights' ESS.
 
     Returns
     -------
@@ -198,7 +196,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     most the hierarchical weights could keep given the pilot's summed inner
     variance V: the inner passes would only add their cost and the noise of
     p̂ (method ``"importance (joint)"``; the per-level diagnostics are still
-    computed); with ``verdict_only``, whenever they are reliable. Otherwise
+    computed); without ``resample_to``, whenever they are reliable. Otherwise
     importance sampling squared.
 
     Raises
@@ -335,7 +333,7 @@ def importance(draw, graph: ModelGraph, factorization: Factorization, prepared: 
     # draws (times the globals' own efficiency): plain weights that come close to it are as good.
     ceiling = math.exp(-variance / m) if not enumerated and np.isfinite(variance) else 0.0
     if (not enumerated and joint_khat <= threshold
-            and (verdict_only or joint_ess >= min(JOINT_ENOUGH, JOINT_SHARE * ceiling))):
+            and (resample_to is None or joint_ess >= min(JOINT_ENOUGH, JOINT_SHARE * ceiling))):
         # The plain weights are reliable and keep enough draws: no inner passes needed.
         return plain("importance (joint)", levels)
     if outer_proposal is not None:

@@ -83,10 +83,10 @@ def test_hierarchical_importance_keeps_its_ess_at_a_hundred_groups(short_trained
 
 
 def test_a_verdict_needs_no_inner_passes_where_plain_weights_confirm_q(short_trained):
-    # An unrefined certificate and refine="nuts" ask only whether q is confirmed. On the same draws, where
-    # the plain weights' k̂ is within the threshold (but they keep too few draws for resampling), the full
-    # certificate goes on to the hierarchical weights and the verdict stops at the plain ones, with the
-    # same answer.
+    # An unrefined certificate and refine="nuts" resample nothing and ask only whether q is confirmed. On
+    # the same draws, where the plain weights' k̂ is within the threshold (but they keep too few draws for
+    # resampling), the weights for resampling go on to the hierarchical ones and the verdict stops at the
+    # plain ones, with the same answer.
     import jax
 
     from amortize.prepare import prepare_data
@@ -97,9 +97,9 @@ def test_a_verdict_needs_no_inner_passes_where_plain_weights_confirm_q(short_tra
     key = jax.random.key(5)
     proposal = draw(jax.random.key(4), prepared.data, prepared.masks, 1000)
     full = importance(draw, short_trained.graph, short_trained.factorization, prepared, key,
-                      num_draws=1000, proposal=proposal).certificate
+                      num_draws=1000, proposal=proposal, resample_to=1000).certificate
     verdict = importance(draw, short_trained.graph, short_trained.factorization, prepared, key,
-                         num_draws=1000, proposal=proposal, verdict_only=True).certificate
+                         num_draws=1000, proposal=proposal).certificate
     assert full.method == "hierarchical importance"
     assert full.joint_khat <= full.threshold and full.joint_relative_ess < 0.25  # why the full one went on
     assert verdict.method == "importance (joint)" and verdict.ok == full.ok
